@@ -1,0 +1,66 @@
+# nmcm — developer entry points. `make demo` and `make test` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NMCM := $(VENV)/bin/nmcm
+STAMP := $(VENV)/.installed
+HOST_BUILD := build/host
+JOBS ?= 2
+
+.PHONY: help setup system-packages demo test test-python test-firmware lint format bench clean
+
+help:
+	@echo "make demo    set up, then train the quick-start cluster and print its summary"
+	@echo "make test    set up, then run lint, the firmware tests and the Python tests"
+	@echo "make setup   system packages (apt-get, only if missing) and the .venv"
+	@echo "make lint    ruff, mypy, clang-format"
+	@echo "make format  apply ruff format and clang-format"
+	@echo "make bench   run the benchmarks under bench/"
+
+system-packages:
+	@.ci/system-packages.sh
+
+$(STAMP): requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+setup: system-packages $(STAMP)
+
+demo: setup
+	$(NMCM) validate manifests/quickstart.yaml
+	$(NMCM) export manifests/quickstart.yaml --out .nmcm/quickstart/export
+
+CXX_SOURCES = $(shell find firmware -name '*.cpp' -o -name '*.h' -o -name '*.hpp' 2>/dev/null)
+
+lint: setup
+	$(VENV)/bin/ruff check nmcm_deploy tests bench
+	$(VENV)/bin/ruff format --check nmcm_deploy tests bench
+	$(VENV)/bin/mypy
+	@if [ -n "$(CXX_SOURCES)" ]; then clang-format --dry-run -Werror $(CXX_SOURCES); fi
+
+format: setup
+	$(VENV)/bin/ruff format nmcm_deploy tests bench
+	$(VENV)/bin/ruff check --fix nmcm_deploy tests bench
+	@if [ -n "$(CXX_SOURCES)" ]; then clang-format -i $(CXX_SOURCES); fi
+
+test-firmware: setup
+	cmake -S firmware -B $(HOST_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMCM_SANITIZE=ON >/dev/null
+	cmake --build $(HOST_BUILD) -j$(JOBS)
+	ctest --test-dir $(HOST_BUILD) --output-on-failure -j$(JOBS)
+
+# pytest exits 5 when it collected nothing: that is a broken test run, not a pass.
+test-python: setup
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: lint test-firmware test-python
+
+bench: setup
+	$(PY) bench/engine.py
+
+clean:
+	rm -rf build .nmcm .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from nmcm_deploy.cli import main
+
+main()

@@ -1,0 +1,18 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def output_option() -> OutputFormat:
+    return typer.Option(
+        OutputFormat.text, "--output", "-o", help="Output format: text for people, json for tools."
+    )

@@ -1,0 +1,1 @@
+"""The model compiler: model -> IR of six layers -> stages -> memory plans -> blobs + headers."""
