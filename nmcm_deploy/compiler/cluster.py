@@ -1,0 +1,292 @@
+"""Compile a whole cluster: manifest -> IR -> stages -> memory plans -> blobs + headers.
+
+This is what `nmcm export` writes and what `build` and `apply` start from. ``plan_cluster`` is the
+torch-free half (shapes and memory plans of inline-layer models) that `validate` uses;
+``compile_cluster`` adds the weights and writes blobs, importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nmcm_deploy.compiler.headers import Endpoint, NodeNetwork, stage_header
+from nmcm_deploy.compiler.ir import Layer, ModelIR
+from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
+from nmcm_deploy.errors import ModelError
+from nmcm_deploy.profiles import McuProfile, mcu
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nmcm_deploy.manifest.model import Manifest, NodeSpec
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StageFit:
+    """Predicted memory of one node against its MCU (the build replaces these with ELF figures)."""
+
+    sram_bytes: int
+    sram_capacity: int
+    flash_bytes: int
+    flash_capacity: int
+
+    @property
+    def fits(self) -> bool:
+        return self.sram_bytes <= self.sram_capacity and self.flash_bytes <= self.flash_capacity
+
+    def shortfall(self) -> str:
+        parts = []
+        if self.sram_bytes > self.sram_capacity:
+            parts.append(
+                f"SRAM {self.sram_bytes} B > {self.sram_capacity} B "
+                f"(over by {self.sram_bytes - self.sram_capacity} B)"
+            )
+        if self.flash_bytes > self.flash_capacity:
+            parts.append(
+                f"flash {self.flash_bytes} B > {self.flash_capacity} B "
+                f"(over by {self.flash_bytes - self.flash_capacity} B)"
+            )
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    node: NodeSpec
+    profile: McuProfile
+    layers: tuple[Layer, ...]
+    first: int
+    last: int
+    memory: MemoryPlan
+    blob_bytes_estimate: int
+    fit: StageFit
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    ir: ModelIR
+    stages: tuple[StagePlan, ...]
+
+
+def micro_batch_size(batch_size: int, micro_batches: int) -> int:
+    return math.ceil(batch_size / micro_batches)
+
+
+def estimate_blob_bytes(plan: MemoryPlan, n_layers: int) -> int:
+    from nmcm_deploy.compiler import blob as blob_format
+
+    size = blob_format.HEADER.size + n_layers * blob_format.LAYER.size
+    size += (
+        len(plan.tensors) * blob_format.TENSOR.size + len(plan.buffers) * blob_format.BUFFER.size
+    )
+    size = (size + 15) // 16 * 16
+    size += sum((4 * t.count + 15) // 16 * 16 for t in plan.tensors)
+    return size + 4
+
+
+def predict_fit(memory: MemoryPlan, blob_bytes: int, profile: McuProfile) -> StageFit:
+    return StageFit(
+        sram_bytes=memory.arena_bytes + profile.runtime_sram_reserve,
+        sram_capacity=profile.sram_capacity,
+        flash_bytes=blob_bytes + profile.runtime_flash_reserve,
+        flash_capacity=profile.flash_capacity,
+    )
+
+
+def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
+    """Split ``ir`` by the manifest's stages and plan each stage's memory."""
+    training = manifest.training
+    mb = micro_batch_size(training.batch_size, training.micro_batches)
+    slots = training.micro_batches
+    momentum = training.optimizer.momentum != 0.0
+    nodes = {n.name: n for n in manifest.nodes}
+    stages = []
+    for index, stage in enumerate(manifest.stages):
+        node = nodes[stage.node]
+        profile = mcu(node.mcu)
+        memory = plan_stage(
+            ir,
+            stage.first,
+            stage.last,
+            micro_batch=mb,
+            slots=slots,
+            momentum=momentum,
+            stage_index=index,
+            stage_count=len(manifest.stages),
+        )
+        layers = ir.layers[stage.first : stage.last + 1]
+        blob_bytes = estimate_blob_bytes(memory, len(layers))
+        stages.append(
+            StagePlan(
+                index,
+                node,
+                profile,
+                layers,
+                stage.first,
+                stage.last,
+                memory,
+                blob_bytes,
+                predict_fit(memory, blob_bytes, profile),
+            )
+        )
+    return ClusterPlan(ir, tuple(stages))
+
+
+def node_network(manifest: Manifest, plan: ClusterPlan, index: int, target: str) -> NodeNetwork:
+    """A node's addresses. Outside `hardware` every node listens on loopback."""
+    net = manifest.network
+    stages = plan.stages
+
+    def endpoint(i: int) -> Endpoint:
+        ip = stages[i].node.w5500.ip if target == "hardware" else LOOPBACK
+        return Endpoint(ip, net.port + i)
+
+    node = stages[index].node
+    return NodeNetwork(
+        ip=node.w5500.ip,
+        mac=node.w5500.mac,
+        gateway=net.gateway,
+        subnet=net.subnet,
+        listen_port=net.port + index,
+        coordinator=net.coordinator,
+        upstream=endpoint(index - 1) if index > 0 else None,
+        downstream=endpoint(index + 1) if index + 1 < len(stages) else None,
+    )
+
+
+# --- the torch half ---------------------------------------------------------------------------
+
+
+def build_model(manifest: Manifest) -> tuple[nn.Module, ModelIR]:
+    """The torch module the manifest describes, with its starting weights, and its IR."""
+    from nmcm_deploy.compiler.frontend import inline_module, load_factory, load_weights, trace
+    from nmcm_deploy.compiler.inline import inline_ir
+
+    spec = manifest.model
+    if spec.layers is not None:
+        ir = inline_ir(spec.input, spec.layers)
+        module = inline_module(ir, spec.seed)
+    else:
+        if spec.source is None:
+            raise ModelError("the model needs either layers or a source", where="spec.model")
+        module = load_factory(spec.source.file, spec.source.factory, spec.seed)
+        ir = trace(module, tuple(spec.input))
+    if spec.weights is not None:
+        load_weights(module, spec.weights)
+    return module, ir
+
+
+@dataclass(frozen=True)
+class CompiledStage:
+    plan: StagePlan
+    blob: bytes
+    header: str
+    network: NodeNetwork
+
+    @property
+    def blob_sha256(self) -> str:
+        return hashlib.sha256(self.blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class CompiledCluster:
+    name: str
+    ir: ModelIR
+    stages: tuple[CompiledStage, ...]
+    param_names: dict[str, tuple[int, int]]  # torch name -> (stage, tensor index)
+
+    @property
+    def model_hash(self) -> bytes:
+        return self.ir.model_hash()
+
+
+def compile_cluster(manifest: Manifest, target: str) -> CompiledCluster:
+    from nmcm_deploy.compiler.blob import write_blob
+    from nmcm_deploy.compiler.frontend import stage_weights
+
+    module, ir = build_model(manifest)
+    plan = plan_cluster(manifest, ir)
+    state = module.state_dict()
+    compiled = []
+    names: dict[str, tuple[int, int]] = {}
+    for stage in plan.stages:
+        weights = stage_weights(state, stage.layers, stage.memory.tensors)
+        blob = write_blob(
+            stage.layers,
+            tuple(range(stage.first, stage.last + 1)),
+            stage.memory,
+            weights,
+            ir.model_hash(),
+        )
+        network = node_network(manifest, plan, stage.index, target)
+        header = stage_header(
+            cluster=manifest.name,
+            node=stage.node.name,
+            mcu=stage.node.mcu,
+            model_hash=ir.model_hash(),
+            plan=stage.memory,
+            layers=stage.layers,
+            blob_size=len(blob),
+            network=network,
+        )
+        for t_index, t in enumerate(stage.memory.tensors):
+            names[stage.layers[t.layer].param_names[t.role]] = (stage.index, t_index)
+        compiled.append(CompiledStage(stage, blob, header, network))
+    return CompiledCluster(manifest.name, ir, tuple(compiled), names)
+
+
+def plan_json(stage: CompiledStage) -> str:
+    """The memory plan of a stage as JSON, for people and tools reading an export."""
+    memory = stage.plan.memory
+    doc = {
+        "format_version": 1,
+        "stage": stage.plan.index,
+        "node": stage.plan.node.name,
+        "mcu": stage.plan.node.mcu,
+        "layers": [stage.plan.first, stage.plan.last],
+        "micro_batch": memory.micro_batch,
+        "slots": memory.slots,
+        "arena_bytes": memory.arena_bytes,
+        "breakdown": memory.breakdown(),
+        "buffers": [
+            {
+                "kind": b.kind.name.lower(),
+                "index": b.index,
+                "slot": b.slot,
+                "offset": b.offset,
+                "bytes": b.bytes,
+                "first_use": b.first,
+                "last_use": b.last,
+            }
+            for b in memory.buffers
+        ],
+        "blob_bytes": len(stage.blob),
+        "blob_sha256": stage.blob_sha256,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def write_export(cluster: CompiledCluster, out: Path) -> list[Path]:
+    """Write each node's blob, header and plan under ``out/<node>/``; returns the directories."""
+    dirs = []
+    for stage in cluster.stages:
+        d = out / stage.plan.node.name
+        d.mkdir(parents=True, exist_ok=True)
+        _atomic_write(d / "stage.blob", stage.blob)
+        _atomic_write(d / "nmcm_stage.h", stage.header.encode())
+        _atomic_write(d / "memory-plan.json", plan_json(stage).encode())
+        dirs.append(d)
+    return dirs
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,125 @@
+"""Training data: the built-in scikit-learn digits set, or an npz file (DESIGN.md, "Dataset npz").
+
+Everything the training loop needs to reproduce a run lives here: the split and the batch order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmcm_deploy.errors import NmcmError
+
+BUILTIN = ("sklearn-digits",)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: np.ndarray  # float32, (N, *input)
+    y_train: np.ndarray  # int64 class ids
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+
+
+class DatasetError(NmcmError):
+    pass
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, shuffle: bool, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = len(x)
+    n_test = round(n * test_fraction)
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(n)
+        x, y = x[order], y[order]
+    # Without shuffling, the last rows are held out.
+    return x[: n - n_test], y[: n - n_test], x[n - n_test :], y[n - n_test :]
+
+
+def load_dataset(
+    *,
+    name: str | None,
+    npz: Path | None,
+    input_shape: tuple[int, ...],
+    test_fraction: float,
+    shuffle: bool,
+    seed: int,
+) -> Dataset:
+    if npz is not None:
+        return _load_npz(npz, input_shape, test_fraction, shuffle, seed)
+    if name == "sklearn-digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        # Pixels are 0..16; scale to [0, 1].
+        x = (digits.data.astype(np.float32) / 16.0).astype(np.float32)
+        y = digits.target.astype(np.int64)
+        x = _reshape(x, input_shape, "sklearn-digits")
+        xt, yt, xv, yv = _split(x, y, test_fraction, shuffle, seed)
+        return Dataset(xt, yt, xv, yv, 10)
+    raise DatasetError(f"unknown dataset {name!r}; built-in: {', '.join(BUILTIN)}")
+
+
+def _reshape(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
+    per_sample = int(np.prod(x.shape[1:]))
+    if per_sample != int(np.prod(input_shape)):
+        raise DatasetError(
+            f"{what} samples have {per_sample} values, the model input {list(input_shape)} needs "
+            f"{int(np.prod(input_shape))}"
+        )
+    return np.ascontiguousarray(x.reshape(len(x), *input_shape), dtype=np.float32)
+
+
+def _load_npz(
+    path: Path, input_shape: tuple[int, ...], test_fraction: float, shuffle: bool, seed: int
+) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable npz file ({exc})") from exc
+    for key in ("x_train", "y_train"):
+        if key not in arrays:
+            raise DatasetError(f"{path}: missing array {key!r} (has {sorted(arrays)})")
+    x = arrays["x_train"]
+    y = arrays["y_train"]
+    if x.shape[1:] != tuple(input_shape):
+        raise DatasetError(
+            f"{path}: x_train is shaped {list(x.shape)}, expected [N, *{list(input_shape)}]"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+        raise DatasetError(f"{path}: y_train must be {len(x)} integer class ids")
+    x = x.astype(np.float32)
+    y = y.astype(np.int64)
+    if "x_test" in arrays and "y_test" in arrays:
+        xv = arrays["x_test"].astype(np.float32)
+        yv = arrays["y_test"].astype(np.int64)
+        if xv.shape[1:] != tuple(input_shape):
+            raise DatasetError(f"{path}: x_test is shaped {list(xv.shape)}")
+        if shuffle:
+            order = np.random.default_rng(seed).permutation(len(x))
+            x, y = x[order], y[order]
+        xt, yt = x, y
+    else:
+        xt, yt, xv, yv = _split(x, y, test_fraction, shuffle, seed)
+    classes = int(max(yt.max(initial=0), yv.max(initial=0))) + 1
+    if yt.min(initial=0) < 0:
+        raise DatasetError(f"{path}: class ids must be >= 0")
+    return Dataset(xt, yt, xv, yv, classes)
+
+
+def batch_order(
+    n: int, batch_size: int, epochs: int, shuffle: bool, seed: int
+) -> list[list[np.ndarray]]:
+    """Row indices of every batch of every epoch. Without shuffle, batch i is rows [iB, (i+1)B);
+    with shuffle, epoch e's permutation comes from (seed, e), reproducibly. The last partial
+    batch is used."""
+    epochs_out = []
+    for epoch in range(epochs):
+        rows = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        epochs_out.append([rows[i : i + batch_size] for i in range(0, n, batch_size)])
+    return epochs_out
