@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 
@@ -95,7 +96,7 @@ def test_random_corruption_never_escapes_as_another_exception() -> None:
             damaged[int(rng.integers(0, len(blob)))] = int(rng.integers(0, 256))
         if rng.random() < 0.5:
             damaged = bytearray(_recrc(damaged))
-        try:
+        # Either the damage is caught by a check, or it only touched weight values (then the
+        # CRC was recomputed and the blob decodes); anything else escaping is a bug.
+        with contextlib.suppress(BlobError):
             read_blob(bytes(damaged))
-        except BlobError:
-            pass

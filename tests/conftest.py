@@ -1,0 +1,50 @@
+"""Shared test fixtures: running the CLI as a user does, and paths of the example manifests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+QUICKSTART = MANIFESTS / "quickstart.yaml"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_nmcm(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Result:
+    """Run `python -m nmcm_deploy ARGS` in a fresh process, as a user's shell would."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    full_env.pop("GITHUB_ACTIONS", None)
+    full_env.pop("GITHUB_STEP_SUMMARY", None)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nmcm_deploy", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=300,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def nmcm() -> type[object]:
+    return run_nmcm  # type: ignore[return-value]
