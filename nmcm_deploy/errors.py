@@ -87,3 +87,7 @@ class BuildError(NmcmError):
 
 class DeployError(NmcmError):
     """Starting, flashing or talking to nodes failed."""
+
+
+class ChangesPending(Exception):
+    """Raised by `plan --detailed-exitcode` when there are changes: the CLI exits with 2."""

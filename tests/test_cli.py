@@ -51,7 +51,7 @@ def test_examples_are_valid(manifest: Path) -> None:
 
 def test_validate_json_lists_located_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    text = QUICKSTART.read_text().replace('mac: "02:4e:4d:00:00:02"', "mac: 02:4e:4d:00:00:02")
+    text = QUICKSTART.read_text().replace('mac: "02:4e:4d:00:00:02"', "mac: 12:34:56:12:34:56")
     text = text.replace("epochs: 5", "epochs: 0")
     bad.write_text(text)
     result = run_nmcm("validate", "-o", "json", bad, QUICKSTART)
@@ -126,7 +126,9 @@ def test_export_refuses_a_stage_that_does_not_fit(tmp_path: Path) -> None:
     )
     result = run_nmcm("export", big, "--out", tmp_path / "e")
     assert result.code == 1
-    assert "does not fit" in result.stderr and "over by" in result.stderr
+    # The fit check of validate runs first and points at the stage that is too big.
+    assert ":45:7: spec.stages[0]: stage 0" in result.stderr
+    assert "too many" in result.stderr
     assert "Traceback" not in result.output
 
 

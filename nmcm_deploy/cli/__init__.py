@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from nmcm_deploy import __version__, terminal
 from nmcm_deploy.cli import export, validate
-from nmcm_deploy.errors import EXIT_USAGE, NmcmError
+from nmcm_deploy.errors import EXIT_CHANGES, EXIT_USAGE, ChangesPending, ManifestInvalid, NmcmError
 
 app = typer.Typer(
     name="nmcm",
@@ -49,20 +48,23 @@ export.register(app)
 
 
 def main() -> None:
+    """Entry point. Typer reports usage errors itself with exit status 2; that number belongs to
+    `plan --detailed-exitcode` ("changes"), so usage errors leave with 64 instead, and commands
+    that mean "changes" raise ``ChangesPending`` rather than exiting 2 themselves."""
     try:
-        rc = app(standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        terminal.error(exc.format_message())
-        if exc.ctx is not None:
-            terminal.info(f"Try '{exc.ctx.command_path} --help' for help.")
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
-        terminal.error("aborted")
-        sys.exit(130)
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        sys.exit(EXIT_USAGE if code == 2 else code)
+    except ChangesPending:
+        sys.exit(EXIT_CHANGES)
+    except ManifestInvalid as exc:
+        terminal.problems(exc.problems)
+        terminal.error(exc)
+        sys.exit(exc.exit_code)
     except NmcmError as exc:
         terminal.error(exc)
         sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
-        terminal.error(exc.format_message())
-        sys.exit(exc.exit_code if exc.exit_code != 2 else EXIT_USAGE)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    except KeyboardInterrupt:
+        terminal.error("interrupted")
+        sys.exit(130)

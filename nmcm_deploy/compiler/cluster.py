@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from nmcm_deploy.compiler.headers import Endpoint, NodeNetwork, stage_header
 from nmcm_deploy.compiler.ir import Layer, ModelIR
 from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
-from nmcm_deploy.errors import ModelError
 from nmcm_deploy.profiles import McuProfile, mcu
 
 if TYPE_CHECKING:
@@ -26,6 +25,9 @@ if TYPE_CHECKING:
     from nmcm_deploy.manifest.model import Manifest, NodeSpec
 
 LOOPBACK = "127.0.0.1"
+# A sim-only manifest may leave out the hardware addresses; the header then carries zeros.
+UNSET_IP = "0.0.0.0"
+UNSET_MAC = "00:00:00:00:00:00"
 
 
 @dataclass(frozen=True)
@@ -145,17 +147,18 @@ def node_network(manifest: Manifest, plan: ClusterPlan, index: int, target: str)
     stages = plan.stages
 
     def endpoint(i: int) -> Endpoint:
-        ip = stages[i].node.w5500.ip if target == "hardware" else LOOPBACK
+        w5500 = stages[i].node.w5500
+        ip = str(w5500.ip) if target == "hardware" and w5500 is not None else LOOPBACK
         return Endpoint(ip, net.port + i)
 
     node = stages[index].node
     return NodeNetwork(
-        ip=node.w5500.ip,
-        mac=node.w5500.mac,
-        gateway=net.gateway,
-        subnet=net.subnet,
+        ip=str(node.w5500.ip) if node.w5500 else UNSET_IP,
+        mac=node.w5500.mac if node.w5500 else UNSET_MAC,
+        gateway=str(net.gateway or UNSET_IP),
+        subnet=str(net.subnet or f"{UNSET_IP}/32"),
         listen_port=net.port + index,
-        coordinator=net.coordinator,
+        coordinator=str(net.coordinator or UNSET_IP),
         upstream=endpoint(index - 1) if index > 0 else None,
         downstream=endpoint(index + 1) if index + 1 < len(stages) else None,
     )
@@ -167,15 +170,13 @@ def node_network(manifest: Manifest, plan: ClusterPlan, index: int, target: str)
 def build_model(manifest: Manifest) -> tuple[nn.Module, ModelIR]:
     """The torch module the manifest describes, with its starting weights, and its IR."""
     from nmcm_deploy.compiler.frontend import inline_module, load_factory, load_weights, trace
-    from nmcm_deploy.compiler.inline import inline_ir
 
     spec = manifest.model
-    if spec.layers is not None:
-        ir = inline_ir(spec.input, spec.layers)
+    module: nn.Module
+    if spec.source is None:
+        ir = spec.ir()
         module = inline_module(ir, spec.seed)
     else:
-        if spec.source is None:
-            raise ModelError("the model needs either layers or a source", where="spec.model")
         module = load_factory(spec.source.file, spec.source.factory, spec.seed)
         ir = trace(module, tuple(spec.input))
     if spec.weights is not None:
