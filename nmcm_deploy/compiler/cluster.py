@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from nmcm_deploy.compiler.headers import Endpoint, NodeNetwork, stage_header
 from nmcm_deploy.compiler.ir import Layer, ModelIR
 from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
+from nmcm_deploy.errors import ModelError
 from nmcm_deploy.profiles import McuProfile, mcu
 
 if TYPE_CHECKING:
@@ -102,6 +103,20 @@ def predict_fit(memory: MemoryPlan, blob_bytes: int, profile: McuProfile) -> Sta
     )
 
 
+def resolve_stages(manifest: Manifest, n_layers: int) -> list[tuple[str, int, int]]:
+    """The pipeline as (node, first layer, last layer). `stages: auto` on one node is the whole
+    model on it; on several nodes it needs the planner, which nmcm does not have yet."""
+    if not manifest.stages_auto:
+        return [(s.node, s.first, s.last) for s in manifest.stages]
+    if len(manifest.nodes) == 1:
+        return [(manifest.nodes[0].name, 0, n_layers - 1)]
+    raise ModelError(
+        "`stages: auto` over several nodes needs the stage planner, which is not available yet",
+        where="spec.stages",
+        hint="list the stages: - {node: NAME, layers: [first, last]}",
+    )
+
+
 def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
     """Split ``ir`` by the manifest's stages and plan each stage's memory."""
     training = manifest.training
@@ -110,20 +125,21 @@ def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
     momentum = training.optimizer.momentum != 0.0
     nodes = {n.name: n for n in manifest.nodes}
     stages = []
-    for index, stage in enumerate(manifest.stages):
-        node = nodes[stage.node]
+    pipeline = resolve_stages(manifest, len(ir.layers))
+    for index, (node_name, first, last) in enumerate(pipeline):
+        node = nodes[node_name]
         profile = mcu(node.mcu)
         memory = plan_stage(
             ir,
-            stage.first,
-            stage.last,
+            first,
+            last,
             micro_batch=mb,
             slots=slots,
             momentum=momentum,
             stage_index=index,
-            stage_count=len(manifest.stages),
+            stage_count=len(pipeline),
         )
-        layers = ir.layers[stage.first : stage.last + 1]
+        layers = ir.layers[first : last + 1]
         blob_bytes = estimate_blob_bytes(memory, len(layers))
         stages.append(
             StagePlan(
@@ -131,8 +147,8 @@ def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
                 node,
                 profile,
                 layers,
-                stage.first,
-                stage.last,
+                first,
+                last,
                 memory,
                 blob_bytes,
                 predict_fit(memory, blob_bytes, profile),

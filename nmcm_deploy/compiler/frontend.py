@@ -177,7 +177,9 @@ def trace(model: nn.Module, input_shape: Shape) -> ModelIR:
         inputs = [a for a in node.all_input_nodes if a not in size_nodes]
         if node.op == "call_method" and node.target == "size":
             if inputs != [current]:
-                raise ModelError("size() of something other than the running tensor", where=node.name)
+                raise ModelError(
+                    "size() of something other than the running tensor", where=node.name
+                )
             size_nodes.add(node)
             continue
         if inputs != [current]:
@@ -242,7 +244,9 @@ def _map_node(node: fx.Node, modules: dict[str, nn.Module], add: Callable[..., N
             return
         if isinstance(mod, nn.Flatten):
             if mod.start_dim != 1 or mod.end_dim != -1:
-                raise ModelError("flatten must flatten every dimension after the batch", where=node.name)
+                raise ModelError(
+                    "flatten must flatten every dimension after the batch", where=node.name
+                )
             add(LayerKind.FLATTEN, node)
             return
         if isinstance(mod, nn.Softmax):
@@ -271,7 +275,9 @@ def _map_node(node: fx.Node, modules: dict[str, nn.Module], add: Callable[..., N
             return
         if fn in _FLATTEN_FNS:
             if _arg(node, 1, "start_dim", 0) != 1 or _arg(node, 2, "end_dim", -1) != -1:
-                raise ModelError("use torch.flatten(x, 1): keep the batch dimension", where=node.name)
+                raise ModelError(
+                    "use torch.flatten(x, 1): keep the batch dimension", where=node.name
+                )
             add(LayerKind.FLATTEN, node)
             return
         if fn in _MAXPOOL_FNS:

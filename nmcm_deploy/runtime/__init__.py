@@ -1,0 +1,1 @@
+"""Running the NMCM engine: the host trainer today, simulated and real nodes later."""
