@@ -1,0 +1,1 @@
+"""The coordinator: drives a training job over the nodes of a cluster (docs/protocol.md)."""

@@ -1,0 +1,153 @@
+"""The recorded state of a cluster under ``.nmcm/<cluster>/``, written atomically, behind a lock.
+
+``state.json`` says what the last apply did, node by node, as it did it: an interrupted apply
+leaves a state that says exactly which nodes were brought up to date, so the next apply continues
+from there. The lock file keeps two applies from interleaving and names its holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmcm_deploy.errors import NmcmError
+
+STATE_FORMAT = 1
+
+
+def state_root() -> Path:
+    """Where the state of all clusters lives: ``$NMCM_STATE_DIR``, else ``.nmcm`` here."""
+    return Path(os.environ.get("NMCM_STATE_DIR", ".nmcm"))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+@dataclass
+class NodeState:
+    """What was last done to one node."""
+
+    stage: int
+    mcu: str
+    target: str
+    blob_sha256: str = ""
+    config_sha256: str = ""
+    firmware_sha256: str = ""
+    image: str = ""
+    port: int = 0
+    pid: int = 0  # sim/qemu: the node's process
+    started_at: float = 0.0
+
+
+@dataclass
+class JobState:
+    """The training job: which inputs it ran with and how it ended."""
+
+    inputs_sha256: str = ""
+    status: str = "never"  # never | running | succeeded | failed
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+    artifacts: str = ""
+
+
+@dataclass
+class ClusterState:
+    cluster: str
+    manifest: str = ""
+    target: str = ""
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    job: JobState = field(default_factory=JobState)
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {"format_version": STATE_FORMAT, **asdict(self)}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterState:
+        doc = json.loads(text)
+        if doc.get("format_version") != STATE_FORMAT:
+            raise StateError(f"state format {doc.get('format_version')} is not {STATE_FORMAT}")
+        return cls(
+            cluster=doc["cluster"],
+            manifest=doc.get("manifest", ""),
+            target=doc.get("target", ""),
+            nodes={k: NodeState(**v) for k, v in doc.get("nodes", {}).items()},
+            job=JobState(**doc.get("job", {})),
+        )
+
+
+class StateError(NmcmError):
+    pass
+
+
+class LockHeld(NmcmError):
+    pass
+
+
+class StateStore:
+    """One cluster's state directory."""
+
+    def __init__(self, cluster: str, root: Path | None = None) -> None:
+        self.cluster = cluster
+        self.dir = (root or state_root()) / cluster
+        self.path = self.dir / "state.json"
+
+    def load(self) -> ClusterState:
+        if not self.path.exists():
+            return ClusterState(cluster=self.cluster)
+        try:
+            return ClusterState.from_json(self.path.read_text())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"{self.path} is unreadable ({exc}); remove it to start from scratch"
+            ) from exc
+
+    def save(self, state: ClusterState) -> None:
+        atomic_write(self.path, state.to_json().encode())
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the cluster's lock for the duration; if another process holds it, say who."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.dir / "lock"
+        fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise LockHeld(
+                    f"cluster {self.cluster!r} is locked by {holder}",
+                    hint=f"wait for it to finish; the lock is {lock_path}",
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(
+                f"`nmcm {command}` (pid {os.getpid()} on {socket.gethostname()}, "
+                f"since {time.strftime('%Y-%m-%d %H:%M:%S')})"
+            )
+            fh.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fh.seek(0)
+                fh.truncate()
+            fh.close()
