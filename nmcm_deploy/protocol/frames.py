@@ -169,13 +169,12 @@ class _Source:
             view[: len(chunk)] = chunk
             return len(chunk)
         assert self._sock is not None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProtocolTimeout("timed out waiting for a frame")
+        # Past the deadline the socket is read without waiting: bytes already here still count.
+        remaining = max(deadline - time.monotonic(), 0.0)
         try:
             self._sock.settimeout(remaining)
             return self._sock.recv_into(view)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise ProtocolTimeout("timed out waiting for a frame") from None
         except OSError as exc:
             raise ConnectionClosed(f"connection failed: {exc}") from None
@@ -185,7 +184,11 @@ class FrameReader:
     """Reads and checks frames from one direction of one connection.
 
     `max_payload` is this side's receive limit; `timeout` (seconds) bounds each whole frame when
-    reading a socket. With `check_sequence`, frames must be numbered 0, 1, 2, ...
+    reading a socket (0 polls: only bytes that have arrived are taken). With `check_sequence`,
+    frames must be numbered 0, 1, 2, ...
+
+    After a ProtocolError the stream cannot be trusted and is to be closed — except a
+    ProtocolTimeout whose `detail` is 0: no byte of a frame had arrived, so reading may go on.
     """
 
     def __init__(
@@ -206,7 +209,11 @@ class FrameReader:
         view = memoryview(buf)
         got = start
         while got < end:
-            n = self._source.read_into(view[got:end], deadline)
+            try:
+                n = self._source.read_into(view[got:end], deadline)
+            except ProtocolTimeout as exc:
+                exc.detail = got  # bytes of the frame consumed: 0 leaves the stream usable
+                raise
             if n == 0:
                 if first and got == 0:
                     raise ConnectionClosed("connection closed")
