@@ -252,6 +252,8 @@ def compile_cluster(manifest: Manifest, target: str) -> CompiledCluster:
             layers=stage.layers,
             blob_size=len(blob),
             network=network,
+            arena_capacity=stage.profile.sram_capacity - stage.profile.runtime_sram_reserve,
+            clock_hz=stage.profile.clock_hz,
         )
         for t_index, t in enumerate(stage.memory.tensors):
             names[stage.layers[t.layer].param_names[t.role]] = (stage.index, t_index)

@@ -61,6 +61,8 @@ def stage_header(
     layers: tuple[Layer, ...],
     blob_size: int,
     network: NodeNetwork,
+    arena_capacity: int,
+    clock_hz: int,
 ) -> str:
     net = ipaddress.IPv4Network(network.subnet, strict=False)
     lines = [
@@ -85,6 +87,10 @@ def stage_header(
         f"constexpr std::uint16_t kSlots = {plan.slots};",
         f"constexpr std::uint32_t kArenaSize = {plan.arena_bytes};",
         f"constexpr std::uint32_t kBlobSize = {blob_size};",
+        "// What the MCU can give the arena (its profile): a node whose plan exceeds it is refused",
+        "// at build time, in sim as on the chip.",
+        f"constexpr std::uint32_t kArenaCapacity = {arena_capacity};",
+        f"constexpr std::uint32_t kMcuClockHz = {clock_hz};",
         "",
         "// Per-sample shapes, unused trailing dimensions 1; kind as in docs/blob-format.md.",
         "struct LayerShape {",
