@@ -1,0 +1,145 @@
+"""The desired state of a cluster, computed from its manifest, and its difference from the recorded
+and observed state: a list of changes (op, path, old, new), which `plan` prints and `apply` carries
+out (as kopf's diffs and Terraform's plan)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmcm_deploy.compiler.cluster import CompiledCluster
+from nmcm_deploy.manifest.model import Manifest
+from nmcm_deploy.reconcile.state import ClusterState
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    name: str
+    stage: int
+    mcu: str
+    target: str
+    port: int
+    blob_sha256: str
+    config_sha256: str
+    firmware_sha256: str
+
+
+@dataclass(frozen=True)
+class DesiredCluster:
+    name: str
+    target: str
+    nodes: tuple[DesiredNode, ...]
+    job_sha256: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference: ``op`` on ``path`` (e.g. ``update nodes.f413.firmware``)."""
+
+    op: str  # create | update | start | delete | train
+    path: str
+    old: str = ""
+    new: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "op": self.op,
+            "path": self.path,
+            "old": self.old,
+            "new": self.new,
+            "reason": self.reason,
+        }
+
+
+def job_inputs(manifest: Manifest, cluster: CompiledCluster, target: str) -> str:
+    """Everything a training run's result depends on; a new value means the job runs again."""
+    dataset: dict[str, Any] = {
+        "name": manifest.dataset.name,
+        "test_fraction": manifest.dataset.test_fraction,
+    }
+    if manifest.dataset.npz is not None:
+        dataset["npz_sha256"] = file_sha256(manifest.dataset.npz)
+    t = manifest.training
+    doc = {
+        "model_hash": cluster.model_hash.hex(),
+        "blobs": [s.blob_sha256 for s in cluster.stages],
+        "nodes": [s.plan.node.name for s in cluster.stages],
+        "dataset": dataset,
+        "training": {
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "micro_batches": t.micro_batches,
+            "loss": t.loss,
+            "optimizer": [
+                t.optimizer.type,
+                t.optimizer.lr,
+                t.optimizer.momentum,
+                t.optimizer.weight_decay,
+            ],
+            "shuffle": t.shuffle,
+            "seed": t.seed,
+            "schedule": t.schedule,
+        },
+        "target": target,
+    }
+    return sha256_hex(json.dumps(doc, sort_keys=True).encode())
+
+
+@dataclass
+class Observed:
+    """What was seen of each recorded node just now: is its process there, does it answer."""
+
+    running: dict[str, bool] = field(default_factory=dict)
+
+
+def diff(desired: DesiredCluster, recorded: ClusterState, observed: Observed) -> list[Change]:
+    changes: list[Change] = []
+    wanted = {n.name for n in desired.nodes}
+    for name in sorted(set(recorded.nodes) - wanted):
+        changes.append(Change("delete", f"nodes.{name}", reason="no longer in the manifest"))
+    for node in desired.nodes:
+        have = recorded.nodes.get(node.name)
+        path = f"nodes.{node.name}"
+        if have is None:
+            changes.append(Change("create", path, new=node.firmware_sha256[:12], reason="new node"))
+            continue
+        fields = (
+            ("firmware", have.firmware_sha256, node.firmware_sha256),
+            ("blob", have.blob_sha256, node.blob_sha256),
+            ("config", have.config_sha256, node.config_sha256),
+            ("stage", str(have.stage), str(node.stage)),
+            ("target", have.target, node.target),
+        )
+        drifted = [(f, old, new) for f, old, new in fields if old != new]
+        for f, old, new in drifted:
+            changes.append(Change("update", f"{path}.{f}", old[:12], new[:12]))
+        if not drifted and not observed.running.get(node.name, False):
+            changes.append(Change("start", path, reason="not running"))
+    job = recorded.job
+    if job.inputs_sha256 != desired.job_sha256:
+        changes.append(
+            Change(
+                "train", "job", job.inputs_sha256[:12], desired.job_sha256[:12], "inputs changed"
+            )
+        )
+    elif job.status != "succeeded":
+        changes.append(Change("train", "job", reason=f"last run {job.status}"))
+    elif job.artifacts and not Path(job.artifacts, "model.pt").exists():
+        changes.append(Change("train", "job", reason="artifacts missing"))
+    return changes
