@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nmcm_deploy import __version__, terminal
-from nmcm_deploy.cli import export, validate
+from nmcm_deploy.cli import apply, build, down, export, plan, status, validate
 from nmcm_deploy.errors import EXIT_CHANGES, EXIT_USAGE, ChangesPending, ManifestInvalid, NmcmError
 
 app = typer.Typer(
@@ -45,6 +45,11 @@ def root(
 
 validate.register(app)
 export.register(app)
+build.register(app)
+plan.register(app)
+apply.register(app)
+status.register(app)
+down.register(app)
 
 
 def main() -> None:

@@ -16,3 +16,13 @@ def output_option() -> OutputFormat:
     return typer.Option(
         OutputFormat.text, "--output", "-o", help="Output format: text for people, json for tools."
     )
+
+
+def target_option() -> str | None:
+    return typer.Option(
+        None,
+        "--target",
+        "-t",
+        help="sim | qemu | hardware; overrides the manifest's spec.target.",
+        show_default=False,
+    )

@@ -224,6 +224,41 @@ class CompiledCluster:
         return self.ir.model_hash()
 
 
+def render_header(
+    manifest: Manifest, plan: ClusterPlan, stage: StagePlan, network: NodeNetwork, blob_size: int
+) -> str:
+    return stage_header(
+        cluster=manifest.name,
+        node=stage.node.name,
+        mcu=stage.node.mcu,
+        model_hash=plan.ir.model_hash(),
+        plan=stage.memory,
+        layers=stage.layers,
+        blob_size=blob_size,
+        network=network,
+        arena_capacity=stage.profile.sram_capacity - stage.profile.runtime_sram_reserve,
+        clock_hz=stage.profile.clock_hz,
+    )
+
+
+def headers_without_torch(manifest: Manifest, target: str) -> dict[str, str] | None:
+    """Each node's generated header for an inline-layer model, computed without torch (for
+    `status`); None for factory models, whose structure only tracing can tell."""
+    if manifest.model.source is not None:
+        return None
+    plan = plan_cluster(manifest, manifest.model.ir())
+    return {
+        stage.node.name: render_header(
+            manifest,
+            plan,
+            stage,
+            node_network(manifest, plan, stage.index, target),
+            stage.blob_bytes_estimate,
+        )
+        for stage in plan.stages
+    }
+
+
 def compile_cluster(manifest: Manifest, target: str) -> CompiledCluster:
     from nmcm_deploy.compiler.blob import write_blob
     from nmcm_deploy.compiler.frontend import stage_weights
@@ -243,18 +278,7 @@ def compile_cluster(manifest: Manifest, target: str) -> CompiledCluster:
             ir.model_hash(),
         )
         network = node_network(manifest, plan, stage.index, target)
-        header = stage_header(
-            cluster=manifest.name,
-            node=stage.node.name,
-            mcu=stage.node.mcu,
-            model_hash=ir.model_hash(),
-            plan=stage.memory,
-            layers=stage.layers,
-            blob_size=len(blob),
-            network=network,
-            arena_capacity=stage.profile.sram_capacity - stage.profile.runtime_sram_reserve,
-            clock_hz=stage.profile.clock_hz,
-        )
+        header = render_header(manifest, plan, stage, network, len(blob))
         for t_index, t in enumerate(stage.memory.tensors):
             names[stage.layers[t.layer].param_names[t.role]] = (stage.index, t_index)
         compiled.append(CompiledStage(stage, blob, header, network))

@@ -1,0 +1,82 @@
+"""`nmcm plan FILE`: what `apply` would change, per node, without changing anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from nmcm_deploy import terminal
+from nmcm_deploy.cli.options import OutputFormat, output_option, target_option
+from nmcm_deploy.errors import ChangesPending
+
+if TYPE_CHECKING:
+    from nmcm_deploy.reconcile.desired import Change
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "plan",
+        help=(
+            "Show what `apply` would change: node builds, (re)starts and the training job.\n\n"
+            "Exit codes: 0 no changes (or changes without --detailed-exitcode), 1 error, "
+            "2 changes with --detailed-exitcode.\n\n"
+            "Example: nmcm plan manifests/quickstart.yaml --detailed-exitcode"
+        ),
+    )(plan)
+
+
+def plan(
+    file: Path = typer.Argument(..., help="Manifest file.", show_default=False),
+    target: str | None = target_option(),
+    detailed_exitcode: bool = typer.Option(
+        False, "--detailed-exitcode", help="Exit 2 when there are changes (as terraform plan)."
+    ),
+    output: OutputFormat = output_option(),
+) -> None:
+    from nmcm_deploy.reconcile.cluster import plan_changes, prepare
+
+    prepared = prepare(file, target)
+    _, _, changes = plan_changes(prepared)
+    if output is OutputFormat.json:
+        terminal.emit_json(
+            {
+                "cluster": prepared.cluster.name,
+                "target": prepared.target,
+                "changes": [c.as_dict() for c in changes],
+            }
+        )
+    else:
+        print_plan(prepared.cluster.name, prepared.target, changes)
+    terminal.step_summary(plan_markdown(prepared.cluster.name, prepared.target, changes))
+    if changes and detailed_exitcode:
+        raise ChangesPending()
+
+
+def describe(op: str, path: str, old: str, new: str, reason: str) -> str:
+    text = f"{op:7} {path}"
+    if old or new:
+        text += f"  {old or '-'} -> {new or '-'}"
+    if reason:
+        text += f"  ({reason})"
+    return text
+
+
+def print_plan(cluster: str, target: str, changes: list[Change]) -> None:
+    if not changes:
+        terminal.success(f"{cluster} ({target}): no changes; the cluster matches the manifest")
+        return
+    terminal.out().print(f"{cluster} ({target}): {len(changes)} change(s)", markup=False)
+    for c in changes:
+        terminal.out().print("  " + describe(c.op, c.path, c.old, c.new, c.reason), markup=False)
+
+
+def plan_markdown(cluster: str, target: str, changes: list[Change]) -> str:
+    lines = [f"## nmcm plan: `{cluster}` ({target})", ""]
+    if not changes:
+        lines.append("No changes.")
+    else:
+        lines += ["| op | path | old | new | reason |", "|---|---|---|---|---|"]
+        lines += [f"| {c.op} | `{c.path}` | {c.old} | {c.new} | {c.reason} |" for c in changes]
+    return "\n".join(lines)

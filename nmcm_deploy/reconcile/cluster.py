@@ -1,0 +1,218 @@
+"""Reconciling a cluster: what `plan`, `apply`, `status` and `down` share.
+
+``prepare`` computes the desired state from a manifest without touching anything; ``observe``
+looks at what is running; ``diff`` (desired.py) compares them. The apply steps record each node in
+the state as soon as it is done, so an interrupted apply is continued by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from nmcm_deploy.compiler.cluster import CompiledCluster, compile_cluster, write_export
+from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
+from nmcm_deploy.errors import DeployError, NmcmError
+from nmcm_deploy.manifest import load_manifest
+from nmcm_deploy.manifest.model import Manifest
+from nmcm_deploy.protocol import Role, Shutdown, StatusReport
+from nmcm_deploy.reconcile.desired import (
+    Change,
+    DesiredCluster,
+    DesiredNode,
+    Observed,
+    diff,
+    job_inputs,
+    sha256_hex,
+)
+from nmcm_deploy.reconcile.state import ClusterState, NodeState, StateStore
+from nmcm_deploy.runtime import sim
+
+TARGETS = ("sim", "qemu", "hardware")
+AVAILABLE_TARGETS = ("sim",)
+
+
+class Reporter(Protocol):
+    """Shows the steps of long work; the CLI supplies one bound to the terminal."""
+
+    def step(self, message: str) -> None: ...
+
+
+class TargetUnavailable(NmcmError):
+    pass
+
+
+@dataclass
+class Prepared:
+    manifest: Manifest
+    target: str
+    cluster: CompiledCluster
+    desired: DesiredCluster
+    store: StateStore
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.store.dir / "nodes"
+
+    def identity(self, stage: int) -> Identity:
+        return Identity(
+            cluster=self.cluster.name,
+            model_hash=self.cluster.model_hash,
+            stage_index=stage,
+            stage_count=len(self.cluster.stages),
+        )
+
+
+def choose_target(manifest: Manifest, override: str | None) -> str:
+    target = override or manifest.target
+    if target not in TARGETS:
+        raise NmcmError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target not in AVAILABLE_TARGETS:
+        raise TargetUnavailable(
+            f"target {target!r} is not available yet in this version of nmcm",
+            hint="run the cluster simulated with --target sim",
+        )
+    return target
+
+
+def prepare(file: Path, target_override: str | None) -> Prepared:
+    """Load and compile the manifest and compute its desired state; writes nothing."""
+    from nmcm_deploy.build.host import firmware_key
+
+    manifest = load_manifest(file)
+    target = choose_target(manifest, target_override)
+    cluster = compile_cluster(manifest, target)
+    misfits = [s for s in cluster.stages if not s.plan.fit.fits]
+    if misfits:
+        s = misfits[0]
+        raise DeployError(
+            f"stage {s.plan.index} on node {s.plan.node.name} ({s.plan.node.mcu}) does not fit: "
+            f"{s.plan.fit.shortfall()}"
+        )
+    nodes = tuple(
+        DesiredNode(
+            name=s.plan.node.name,
+            stage=s.plan.index,
+            mcu=s.plan.node.mcu,
+            target=target,
+            port=s.network.listen_port,
+            blob_sha256=s.blob_sha256,
+            config_sha256=sha256_hex(s.header.encode()),
+            firmware_sha256=firmware_key(s.header, target),
+        )
+        for s in cluster.stages
+    )
+    desired = DesiredCluster(cluster.name, target, nodes, job_inputs(manifest, cluster, target))
+    return Prepared(manifest, target, cluster, desired, StateStore(cluster.name))
+
+
+def observe(state: ClusterState) -> Observed:
+    observed = Observed()
+    for name, node in state.nodes.items():
+        alive = sim.is_node_process(node.pid, node.image or None)
+        observed.running[name] = alive and sim.port_open(node.port)
+    return observed
+
+
+def plan_changes(prepared: Prepared) -> tuple[ClusterState, Observed, list[Change]]:
+    state = prepared.store.load()
+    observed = observe(state)
+    return state, observed, diff(prepared.desired, state, observed)
+
+
+def stop_node(name: str, node: NodeState, cluster: str) -> None:
+    """SHUTDOWN over the network (as an observer), then signals if the process lingers."""
+    if node.port and sim.port_open(node.port):
+        with contextlib.suppress(NmcmError, OSError):
+            link = NodeLink.open(
+                name,
+                sim.LOOPBACK,
+                node.port,
+                Identity(cluster, bytes(16), 0xFFFF, 0),
+                role=Role.OBSERVER,
+                connect_timeout=1.0,
+                timeout=2.0,
+            )
+            link.send(Shutdown())
+            with contextlib.suppress(NmcmError):
+                link.read(timeout=2.0)
+            link.close()
+    if node.pid and not sim.wait_exit(node.pid, 2.0):
+        sim.stop_process(node.pid)
+
+
+def node_status(name: str, node: NodeState, cluster: str) -> StatusReport | None:
+    """A node's STATUS, asked for as an observer; None if it does not answer."""
+    try:
+        link = NodeLink.open(
+            name,
+            sim.LOOPBACK,
+            node.port,
+            Identity(cluster, bytes(16), 0xFFFF, 0),
+            role=Role.OBSERVER,
+            connect_timeout=0.5,
+            timeout=2.0,
+        )
+    except NodeFailed:
+        return None
+    try:
+        return link.status()
+    except NmcmError:
+        return None
+    finally:
+        link.close()
+
+
+def deploy_nodes(
+    prepared: Prepared,
+    state: ClusterState,
+    observed: Observed,
+    changes: list[Change],
+    report: Reporter,
+) -> None:
+    """Bring every node to its desired state, recording each one as soon as it is up."""
+    from nmcm_deploy.build.host import build_sim_node
+
+    store = prepared.store
+    state.manifest = str(prepared.manifest.path)
+    state.target = prepared.target
+    for change in changes:
+        if change.op == "delete":
+            name = change.path.split(".", 1)[1]
+            report.step(f"stopping {name} (no longer in the manifest)")
+            stop_node(name, state.nodes[name], prepared.cluster.name)
+            del state.nodes[name]
+            store.save(state)
+    write_export(prepared.cluster, prepared.nodes_dir)
+    touched = {c.path.split(".")[1] for c in changes if c.path.startswith("nodes.")}
+    for desired in prepared.desired.nodes:
+        folder = prepared.nodes_dir / desired.name
+        report.step(f"building {desired.name} ({desired.mcu}, stage {desired.stage})")
+        image = build_sim_node(folder, desired.firmware_sha256)
+        if desired.name not in touched and observed.running.get(desired.name, False):
+            continue
+        old = state.nodes.get(desired.name)
+        if old is not None:
+            stop_node(desired.name, old, prepared.cluster.name)
+        report.step(f"starting {desired.name} on 127.0.0.1:{desired.port}")
+        log = store.dir / "logs" / f"{desired.name}.log"
+        pid = sim.start_node(
+            image, folder / "stage.blob", desired.port, log, desired.firmware_sha256[:32]
+        )
+        sim.wait_listening(pid, desired.port, log)
+        state.nodes[desired.name] = NodeState(
+            stage=desired.stage,
+            mcu=desired.mcu,
+            target=desired.target,
+            blob_sha256=desired.blob_sha256,
+            config_sha256=desired.config_sha256,
+            firmware_sha256=desired.firmware_sha256,
+            image=str(image),
+            port=desired.port,
+            pid=pid,
+            started_at=time.time(),
+        )
+        store.save(state)

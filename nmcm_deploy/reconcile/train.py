@@ -1,0 +1,161 @@
+"""The training job of `nmcm apply`: reset the nodes to the starting weights, train through the
+coordinator, pull the weights back as the module's state_dict, write the artifacts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nmcm_deploy.artifacts import EpochSummary, NodeSummary, RunSummary, write_artifacts
+from nmcm_deploy.compiler.blob import read_blob
+from nmcm_deploy.coordinator.job import EpochResult, JobConfig, TrainingJob
+from nmcm_deploy.coordinator.link import NodeLink
+from nmcm_deploy.datasets import batch_order, load_dataset
+from nmcm_deploy.protocol import Ack, MessageType, SetWeights, TensorKind
+from nmcm_deploy.reconcile.cluster import Prepared
+from nmcm_deploy.reconcile.state import ClusterState, JobState
+from nmcm_deploy.runtime import sim
+
+
+def connect(prepared: Prepared, state: ClusterState) -> list[NodeLink]:
+    links = []
+    for stage in prepared.cluster.stages:
+        node = state.nodes[stage.plan.node.name]
+        links.append(
+            NodeLink.open(
+                stage.plan.node.name, sim.LOOPBACK, node.port, prepared.identity(stage.plan.index)
+            )
+        )
+    return links
+
+
+def _set_tensor(link: NodeLink, tensor: int, kind: TensorKind, values: np.ndarray) -> None:
+    per_chunk = max(1, (link.ack.max_payload - 16) // 4)
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    for offset in range(0, len(flat), per_chunk):
+        chunk = flat[offset : offset + per_chunk]
+        link.send(SetWeights(tensor=tensor, offset=offset, total=len(flat), data=chunk, kind=kind))
+        _, answer = link.expect(MessageType.ACK)
+        assert isinstance(answer, Ack)
+
+
+def reset_weights(prepared: Prepared, links: list[NodeLink]) -> None:
+    """Every run starts from the compiled starting weights and empty momentum buffers, whatever
+    the nodes did before."""
+    for stage, link in zip(prepared.cluster.stages, links, strict=True):
+        blob = read_blob(stage.blob)
+        for t, weights in enumerate(blob.weights):
+            _set_tensor(link, t, TensorKind.PARAMETER, weights)
+            if blob.plan.momentum:
+                _set_tensor(link, t, TensorKind.MOMENTUM, np.zeros_like(weights))
+
+
+def run_job(
+    prepared: Prepared,
+    state: ClusterState,
+    out: Path,
+    *,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> RunSummary:
+    manifest = prepared.manifest
+    store = prepared.store
+    state.job = JobState(
+        inputs_sha256=prepared.desired.job_sha256, status="running", started_at=time.time()
+    )
+    store.save(state)
+    links: list[NodeLink] = []
+    try:
+        links = connect(prepared, state)
+        reset_weights(prepared, links)
+        data = load_dataset(
+            name=manifest.dataset.name,
+            npz=manifest.dataset.npz,
+            input_shape=tuple(manifest.model.input),
+            test_fraction=manifest.dataset.test_fraction,
+            shuffle=manifest.training.shuffle,
+            seed=manifest.training.seed,
+        )
+        t = manifest.training
+        config = JobConfig(
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            micro_batches=t.micro_batches,
+            loss=t.loss,
+            lr=t.optimizer.lr,
+            momentum=t.optimizer.momentum,
+            weight_decay=t.optimizer.weight_decay,
+            schedule=t.schedule,
+        )
+        job = TrainingJob(links, config, on_batch=on_batch)
+        batches = batch_order(len(data.x_train), t.batch_size, t.epochs, t.shuffle, t.seed)
+        result = job.train(
+            data.x_train, data.y_train, data.x_test, data.y_test, batches, on_epoch=on_epoch
+        )
+        state_dict = pull_state_dict(prepared, job)
+    except BaseException as exc:
+        state.job.status = "failed"
+        state.job.finished_at = time.time()
+        state.job.error = str(getattr(exc, "message", exc)) or type(exc).__name__
+        store.save(state)
+        raise
+    finally:
+        for link in links:
+            link.close()
+
+    nodes = []
+    for stage, timing in zip(prepared.cluster.stages, result.timing, strict=True):
+        fit = stage.plan.fit
+        nodes.append(
+            NodeSummary(
+                name=stage.plan.node.name,
+                mcu=stage.plan.node.mcu,
+                stage=stage.plan.index,
+                layers=(stage.plan.first, stage.plan.last),
+                parameters=stage.plan.memory.parameters,
+                flash_bytes=fit.flash_bytes,
+                flash_capacity=fit.flash_capacity,
+                sram_bytes=fit.sram_bytes,
+                sram_capacity=fit.sram_capacity,
+                arena_bytes=stage.plan.memory.arena_bytes,
+                compute_s=timing.compute_s,
+                comm_s=timing.comm_s,
+                idle_s=timing.idle_s,
+                bytes_sent=timing.bytes_sent,
+            )
+        )
+    summary = RunSummary(
+        cluster=prepared.cluster.name,
+        target=prepared.target,
+        schedule=manifest.training.schedule,
+        micro_batches=manifest.training.micro_batches,
+        epochs=[
+            EpochSummary(e.epoch, e.loss, e.train_accuracy, e.test_accuracy, e.seconds)
+            for e in result.epochs
+        ],
+        wall_time_s=result.wall_time_s,
+        nodes=nodes,
+    )
+    write_artifacts(summary, state_dict, out)
+    state.job.status = "succeeded"
+    state.job.finished_at = time.time()
+    state.job.artifacts = str(out)
+    state.job.error = ""
+    store.save(state)
+    return summary
+
+
+def pull_state_dict(prepared: Prepared, job: TrainingJob) -> dict[str, Any]:
+    """The trained weights keyed by the PyTorch module's own parameter names."""
+    import torch
+
+    state_dict: dict[str, Any] = {}
+    for name, (stage, tensor) in prepared.cluster.param_names.items():
+        info = prepared.cluster.stages[stage].plan.memory.tensors[tensor]
+        values = job.pull_tensor(stage, tensor, info.count).reshape(info.shape)
+        state_dict[name] = torch.from_numpy(values.copy())
+    return state_dict
