@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 HOST_BUILD := build/host
 JOBS ?= 2
 
-.PHONY: help setup system-packages demo test test-python test-firmware lint format bench clean
+.PHONY: help setup system-packages demo test test-python test-firmware lint format bench \
+	firmware-arm clean
 
 help:
 	@echo "make demo    set up, then train the quick-start cluster and print its summary"
@@ -17,6 +18,7 @@ help:
 	@echo "make lint    ruff, mypy, clang-format"
 	@echo "make format  apply ruff format and clang-format"
 	@echo "make bench   run the benchmarks under bench/"
+	@echo "make firmware-arm  cross-build the ARM ports for the four targets"
 
 system-packages:
 	@.ci/system-packages.sh
@@ -30,9 +32,12 @@ $(STAMP): requirements-dev.txt pyproject.toml
 
 setup: system-packages $(STAMP)
 
+# The quick start: an STM32F413ZH node and an STM32H7A3ZI-Q node, simulated, training the digits
+# CNN; the nodes keep running afterwards (`.venv/bin/nmcm down manifests/quickstart.yaml`).
 demo: setup
 	$(NMCM) validate manifests/quickstart.yaml
-	$(NMCM) export manifests/quickstart.yaml --out .nmcm/quickstart/export
+	$(NMCM) apply manifests/quickstart.yaml
+	$(NMCM) status manifests/quickstart.yaml
 
 CXX_SOURCES = $(shell find firmware -name '*.cpp' -o -name '*.h' -o -name '*.hpp' 2>/dev/null)
 
@@ -61,6 +66,15 @@ test: lint test-firmware test-python
 
 bench: setup
 	$(PY) bench/engine.py
+	$(PY) bench/schedules.py
+	$(PY) bench/validate_scale.py
+
+# Cross builds of the ARM ports (smoke firmware, core, net, W5500 driver) for the four targets.
+firmware-arm: setup
+	@for mcu in stm32f413zh stm32h7a3zi mps2-an386 mps2-an500; do \
+	  cmake -S firmware/arm -B build/arm-$$mcu -DNMCM_MCU=$$mcu >/dev/null && \
+	  cmake --build build/arm-$$mcu -j$(JOBS) || exit 1; \
+	done
 
 clean:
 	rm -rf build .nmcm .pytest_cache .mypy_cache .ruff_cache

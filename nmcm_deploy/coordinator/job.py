@@ -172,9 +172,13 @@ class TrainingJob:
                     if message.acked_type != MessageType.INPUTS or m in acked:
                         raise NodeFailed(link.name, f"unexpected ACK of {message.acked_type}")
                     acked.add(m)
-                    in_flight.discard(m)
                 else:
                     raise NodeFailed(link.name, f"unexpected {frame.type.name}")
+                # In flight until the first stage's ACK *and* the last stage's METRICS: in
+                # evaluation stage 0 acknowledges after its forward, while the micro-batch may
+                # still wait for its activations in the last stage's slot (its LABELS hold one).
+                if m in acked and m in metrics:
+                    in_flight.discard(m)
         if mode is Mode.TRAIN:
             cfg = self.config
             self._all(

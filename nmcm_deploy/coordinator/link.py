@@ -105,6 +105,18 @@ class NodeLink:
             sock.close()
             raise NodeFailed(name, f"handshake failed: {exc.message}") from None
         assert isinstance(ack, HelloAck)
+        if role is Role.COORDINATOR:
+            # docs/protocol.md: the coordinator checks each node's identity against the manifest.
+            found = Identity(ack.cluster, ack.model_hash, ack.stage_index, ack.stage_count)
+            if found != identity:
+                sock.close()
+                raise NodeFailed(
+                    name,
+                    f"is cluster {found.cluster!r} stage {found.stage_index}/{found.stage_count}"
+                    f" model {found.model_hash.hex()}, expected cluster {identity.cluster!r}"
+                    f" stage {identity.stage_index}/{identity.stage_count}"
+                    f" model {identity.model_hash.hex()}",
+                )
         return cls(name, sock, ack, timeout)
 
     def send(

@@ -199,10 +199,11 @@ def deploy_nodes(
             stop_node(desired.name, old, prepared.cluster.name)
         report.step(f"starting {desired.name} on 127.0.0.1:{desired.port}")
         log = store.dir / "logs" / f"{desired.name}.log"
-        pid = sim.start_node(
+        proc = sim.start_node(
             image, folder / "stage.blob", desired.port, log, desired.firmware_sha256[:32]
         )
-        sim.wait_listening(pid, desired.port, log)
+        sim.wait_listening(proc, desired.port, log)
+        pid = proc.pid
         state.nodes[desired.name] = NodeState(
             stage=desired.stage,
             mcu=desired.mcu,

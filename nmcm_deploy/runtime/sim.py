@@ -43,8 +43,10 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def start_node(image: Path, blob: Path, port: int, log: Path, firmware_hash: str) -> int:
-    """Start a node in its own session (so a Ctrl-C of nmcm does not stop it); returns its pid."""
+def start_node(
+    image: Path, blob: Path, port: int, log: Path, firmware_hash: str
+) -> subprocess.Popen[bytes]:
+    """Start a node in its own session (so a Ctrl-C of nmcm does not stop it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -65,15 +67,18 @@ def start_node(image: Path, blob: Path, port: int, log: Path, firmware_hash: str
             start_new_session=True,
             close_fds=True,
         )
-    return proc.pid
+    return proc
 
 
-def wait_listening(pid: int, port: int, log: Path, timeout: float = 10.0) -> None:
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 10.0
+) -> None:
+    # Asks the Popen, not /proc: right after the fork the child's command line is still empty.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(port):
             return
-        if not is_node_process(pid):
+        if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
             raise DeployError(
                 f"node process exited at start-up: {' / '.join(tail) or 'no output'} (log: {log})"

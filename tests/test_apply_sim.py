@@ -1,0 +1,213 @@
+"""`nmcm apply` / `plan` / `status` / `down` on real simulated clusters: node processes built from
+the firmware, talking TCP on loopback, driven by the coordinator — as a user runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmcm_deploy.compiler.cluster import build_model
+from nmcm_deploy.manifest import load_manifest
+from tests.cluster_helpers import MLP_LAYERS, digits_npz, torch_reference, write_manifest
+from tests.conftest import ROOT, Result, run_nmcm
+from tests.engine_helpers import TRAIN_RTOL, rel_err
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """Each test's own .nmcm; whatever it left running is stopped afterwards."""
+    state = tmp_path / "state"
+    yield state
+    for path in state.glob("*/state.json"):
+        for node in json.loads(path.read_text()).get("nodes", {}).values():
+            if node.get("pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node["pid"], signal.SIGKILL)
+
+
+def nmcm(state: Path, *args: str | Path) -> Result:
+    return run_nmcm(*args, env={"NMCM_STATE_DIR": str(state)})
+
+
+def test_apply_trains_then_reconciles_nothing(tmp_path: Path, state_dir: Path) -> None:
+    manifest = write_manifest(
+        tmp_path, name="quick", stages=[("f413", 0, 3), ("h7a3", 4, 5)], epochs=5
+    )
+    first = nmcm(state_dir, "apply", manifest)
+    assert first.code == 0, first.output
+    artifacts = state_dir / "quick"
+    metrics = json.loads((artifacts / "metrics.json").read_text())
+    assert metrics["format_version"] == 1 and metrics["cluster"] == "quick"
+    assert metrics["target"] == "sim" and metrics["schedule"] == "pipelined"
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4, 5]
+    # The quick start's promise: the digits CNN reaches 95% on the held-out digits.
+    assert metrics["epochs"][-1]["test_accuracy"] >= 0.95
+    nodes = metrics["nodes"]
+    assert [(n["name"], n["mcu"], n["stage"], n["layers"]) for n in nodes] == [
+        ("f413", "stm32f413zh", 0, [0, 3]),
+        ("h7a3", "stm32h7a3zi", 1, [4, 5]),
+    ]
+    for n in nodes:
+        assert 0 < n["sram_bytes"] <= n["sram_capacity"]
+        assert 0 < n["flash_bytes"] <= n["flash_capacity"]
+        assert n["compute_s"] > 0 and n["bytes_sent"] > 0
+    assert metrics["nodes"][0]["parameters"] == 80
+    state_dict = torch.load(artifacts / "model.pt", weights_only=True)
+    module, _ = build_model(load_manifest(manifest))
+    assert list(state_dict) == list(module.state_dict())
+    assert (artifacts / "report.md").read_text().startswith("## nmcm")
+    assert (artifacts / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for word in ("f413", "h7a3", "stm32f413zh", "epoch"):
+        assert word in first.stdout
+
+    again = nmcm(state_dir, "apply", manifest)
+    assert again.code == 0, again.output
+    assert "nothing to do" in again.stdout
+    assert nmcm(state_dir, "plan", manifest, "--detailed-exitcode").code == 0
+
+    status = nmcm(state_dir, "status", manifest, "-o", "json")
+    assert status.code == 0, status.output
+    doc = json.loads(status.stdout)
+    (cluster,) = doc["clusters"]
+    assert [(n["name"], n["sync"], n["health"]) for n in cluster["nodes"]] == [
+        ("f413", "Synced", "Healthy"),
+        ("h7a3", "Synced", "Healthy"),
+    ]
+    assert cluster["job"]["status"] == "succeeded"
+
+    # A new learning rate changes the job only: no node is rebuilt or restarted.
+    manifest.write_text(manifest.read_text().replace("lr: 0.05", "lr: 0.02"))
+    plan = nmcm(state_dir, "plan", manifest, "--detailed-exitcode", "-o", "json")
+    assert plan.code == 2, plan.output
+    assert [c["op"] for c in json.loads(plan.stdout)["changes"]] == ["train"]
+
+    assert nmcm(state_dir, "down", manifest).code == 0
+    after = nmcm(state_dir, "status", manifest, "-o", "json")
+    assert after.code == 1
+    assert {n["health"] for n in json.loads(after.stdout)["clusters"][0]["nodes"]} == {"Missing"}
+
+
+# Split points and schedules of the parity matrix: (layers, stages, schedule, micro-batches).
+CNN_SPLITS = [
+    ([("f413", 0, 5)], "pipelined", 1),
+    ([("f413", 0, 0), ("h7a3", 1, 5)], "pipelined", 2),
+    ([("f413", 0, 2), ("h7a3", 3, 5)], "sequential", 4),
+    ([("h7a3", 0, 3), ("f413", 4, 5)], "pipelined", 4),
+    ([("f413", 0, 1), ("h7a3", 2, 3), ("f413b", 4, 5)], "pipelined", 3),
+    ([("h7a3", 0, 0), ("f413", 1, 4), ("h7a3b", 5, 5)], "sequential", 2),
+]
+MLP_SPLITS = [
+    ([("f413", 0, 1), ("h7a3", 2, 5)], "pipelined", 4),
+    ([("f413", 0, 0), ("f413b", 1, 3), ("h7a3", 4, 5)], "pipelined", 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "stages", "schedule", "micro_batches"),
+    [("cnn", *c) for c in CNN_SPLITS] + [("mlp", *c) for c in MLP_SPLITS],
+    ids=lambda v: v if isinstance(v, str | int) else "-".join(f"{a}{b}" for _, a, b in v),
+)
+def test_split_training_equals_pytorch(
+    tmp_path: Path,
+    state_dir: Path,
+    model: str,
+    stages: list[tuple[str, int, int]],
+    schedule: str,
+    micro_batches: int,
+) -> None:
+    npz = digits_npz(tmp_path / "digits.npz", flat=model == "mlp")
+    manifest = write_manifest(
+        tmp_path,
+        name="parity",
+        stages=stages,
+        layers=MLP_LAYERS if model == "mlp" else None,
+        input_shape=[64] if model == "mlp" else None,
+        npz=npz,
+        epochs=2 if model == "cnn" else 1,
+        micro_batches=micro_batches,
+        schedule=schedule,
+        weight_decay=1e-3,
+    )
+    if model == "mlp":  # the MLP reads the npz flattened: write one shaped (N, 64)
+        import numpy as np
+
+        data = dict(np.load(npz))
+        np.savez(
+            npz, **{k: v.reshape(len(v), -1) if k.startswith("x") else v for k, v in data.items()}
+        )
+        manifest.write_text(manifest.read_text().replace("name: sklearn-digits", f"npz: {npz}"))
+    out = tmp_path / "out"
+    result = nmcm(state_dir, "apply", manifest, "--out", out)
+    assert result.code == 0, result.output
+    trained = torch.load(out / "model.pt", weights_only=True)
+    reference = torch_reference(manifest)
+    assert list(trained) == list(reference)
+    errors = {name: rel_err(trained[name], reference[name]) for name in reference}
+    assert max(errors.values()) <= TRAIN_RTOL, errors
+    assert nmcm(state_dir, "down", manifest).code == 0
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_killed_node_fails_apply_fast_and_the_next_apply_recovers(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    manifest = write_manifest(
+        tmp_path,
+        name="faulty",
+        stages=[("f413", 0, 2), ("h7a3", 3, 4), ("f413b", 5, 5)],
+        epochs=40,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmcm_deploy", "apply", str(manifest)],
+        cwd=ROOT,
+        env={**os.environ, "NMCM_STATE_DIR": str(state_dir), "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_file = state_dir / "faulty" / "state.json"
+
+    def training() -> bool:
+        return (
+            state_file.exists() and json.loads(state_file.read_text())["job"]["status"] == "running"
+        )
+
+    wait_for(training, 120)
+    time.sleep(0.5)
+    victim = json.loads(state_file.read_text())["nodes"]["h7a3"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - killed_at
+    assert proc.returncode == 1, out + err
+    assert elapsed < 10, f"apply took {elapsed:.1f} s to notice"
+    assert "h7a3" in err and "Traceback" not in err
+
+    status = nmcm(state_dir, "status", manifest, "-o", "json")
+    assert status.code == 1
+    health = {n["name"]: n["health"] for n in json.loads(status.stdout)["clusters"][0]["nodes"]}
+    assert health["h7a3"] == "Missing"
+    assert json.loads(status.stdout)["clusters"][0]["job"]["status"] == "failed"
+
+    manifest.write_text(manifest.read_text().replace("epochs: 40", "epochs: 1"))
+    recovered = nmcm(state_dir, "apply", manifest)
+    assert recovered.code == 0, recovered.output
+    assert nmcm(state_dir, "status", manifest).code == 0
