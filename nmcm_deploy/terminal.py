@@ -27,17 +27,28 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+# Logs (CI, files, pipes) are read wide; Rich would assume 80 columns and fold the tables.
+LOG_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, no_color=_no_color(), highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = LOG_WIDTH
+    return console
+
+
 def out() -> Console:
     global _stdout
     if _stdout is None:
-        _stdout = Console(no_color=_no_color(), highlight=False, soft_wrap=True)
+        _stdout = _console(stderr=False)
     return _stdout
 
 
 def err() -> Console:
     global _stderr
     if _stderr is None:
-        _stderr = Console(stderr=True, no_color=_no_color(), highlight=False, soft_wrap=True)
+        _stderr = _console(stderr=True)
     return _stderr
 
 

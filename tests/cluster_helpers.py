@@ -4,6 +4,8 @@ a small digits npz, and PyTorch's reference of the same training run."""
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,12 @@ def torch_reference(manifest_path: Path) -> dict[str, torch.Tensor]:
             reference_loss(module, x[rows], y[rows], t.loss).backward()  # type: ignore[arg-type]
             opt.step()
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,3 +52,15 @@ def run_nmcm(
 @pytest.fixture
 def nmcm() -> type[object]:
     return run_nmcm  # type: ignore[return-value]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """Each test's own .nmcm; whatever it left running is stopped afterwards."""
+    state = tmp_path / "state"
+    yield state
+    for path in state.glob("*/state.json"):
+        for node in json.loads(path.read_text()).get("nodes", {}).values():
+            if node.get("pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node["pid"], signal.SIGKILL)

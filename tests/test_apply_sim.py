@@ -3,14 +3,12 @@ the firmware, talking TCP on loopback, driven by the coordinator — as a user r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,15 @@ import torch
 
 from nmcm_deploy.compiler.cluster import build_model
 from nmcm_deploy.manifest import load_manifest
-from tests.cluster_helpers import MLP_LAYERS, digits_npz, torch_reference, write_manifest
+from tests.cluster_helpers import (
+    MLP_LAYERS,
+    digits_npz,
+    torch_reference,
+    wait_for,
+    write_manifest,
+)
 from tests.conftest import ROOT, Result, run_nmcm
 from tests.engine_helpers import TRAIN_RTOL, rel_err
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Iterator[Path]:
-    """Each test's own .nmcm; whatever it left running is stopped afterwards."""
-    state = tmp_path / "state"
-    yield state
-    for path in state.glob("*/state.json"):
-        for node in json.loads(path.read_text()).get("nodes", {}).values():
-            if node.get("pid"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node["pid"], signal.SIGKILL)
 
 
 def nmcm(state: Path, *args: str | Path) -> Result:
@@ -155,15 +147,6 @@ def test_split_training_equals_pytorch(
     errors = {name: rel_err(trained[name], reference[name]) for name in reference}
     assert max(errors.values()) <= TRAIN_RTOL, errors
     assert nmcm(state_dir, "down", manifest).code == 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_killed_node_fails_apply_fast_and_the_next_apply_recovers(
