@@ -89,11 +89,14 @@ def test_apply_trains_then_reconciles_nothing(tmp_path: Path, state_dir: Path) -
     assert {n["health"] for n in json.loads(after.stdout)["clusters"][0]["nodes"]} == {"Missing"}
 
 
-# Split points and schedules of the parity matrix: (layers, stages, schedule, micro-batches).
+# The parity matrix: every split point of the CNN over two nodes, and some over three, with both
+# schedules and several micro-batch counts: (stages, schedule, micro-batches).
 CNN_SPLITS = [
     ([("f413", 0, 5)], "pipelined", 1),
     ([("f413", 0, 0), ("h7a3", 1, 5)], "pipelined", 2),
+    ([("f413", 0, 1), ("h7a3", 2, 5)], "sequential", 1),
     ([("f413", 0, 2), ("h7a3", 3, 5)], "sequential", 4),
+    ([("f413", 0, 4), ("h7a3", 5, 5)], "pipelined", 3),
     ([("h7a3", 0, 3), ("f413", 4, 5)], "pipelined", 4),
     ([("f413", 0, 1), ("h7a3", 2, 3), ("f413b", 4, 5)], "pipelined", 3),
     ([("h7a3", 0, 0), ("f413", 1, 4), ("h7a3b", 5, 5)], "sequential", 2),
