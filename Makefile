@@ -15,7 +15,7 @@ help:
 	@echo "make demo    set up, then train the quick-start cluster and print its summary"
 	@echo "make test    set up, then run lint, the firmware tests and the Python tests"
 	@echo "make setup   system packages (apt-get, only if missing) and the .venv"
-	@echo "make lint    ruff, mypy, clang-format"
+	@echo "make lint    ruff, mypy, the workflows against their schema, clang-format"
 	@echo "make format  apply ruff format and clang-format"
 	@echo "make bench   run the benchmarks under bench/"
 	@echo "make firmware-arm  cross-build the ARM ports for the four targets"
@@ -45,6 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check nmcm_deploy tests bench
 	$(VENV)/bin/ruff format --check nmcm_deploy tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@if [ -n "$(CXX_SOURCES)" ]; then clang-format --dry-run -Werror $(CXX_SOURCES); fi
 
 format: setup

@@ -32,9 +32,12 @@ class NodeSummary:
     idle_s: float
     bytes_sent: int
     arena_bytes: int
+    # qemu: instructions of the node's first training step, per layer of its stage (forward,
+    # backward), the loss, the optimizer and their sum per_step (runtime/qemu.py).
+    instructions: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "name": self.name,
             "mcu": self.mcu,
             "stage": self.stage,
@@ -50,6 +53,9 @@ class NodeSummary:
             "idle_s": round(self.idle_s, 6),
             "bytes_sent": self.bytes_sent,
         }
+        if self.instructions is not None:
+            doc["instructions"] = self.instructions
+        return doc
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,39 @@ def _pct(used: int, capacity: int) -> str:
     return f"{100.0 * used / capacity:.1f}%" if capacity else "-"
 
 
+INSTRUCTION_COLUMNS = ("node", "layer", "type", "forward", "backward", "total")
+
+
+def instruction_rows(summary: RunSummary) -> list[tuple[str, ...]]:
+    """The instructions of one training step per node and layer (qemu only; empty otherwise):
+    one row per layer of the node's stage, then its loss (last stage), optimizer step and the
+    step's total."""
+    rows: list[tuple[str, ...]] = []
+    for n in summary.nodes:
+        counts = n.instructions
+        if counts is None:
+            continue
+        types = list(counts.get("layer_types", []))
+        forward, backward = counts["forward"], counts["backward"]
+        for i, (f, b) in enumerate(zip(forward, backward, strict=True)):
+            kind = types[i] if i < len(types) else ""
+            rows.append((n.name, str(n.layers[0] + i), kind, f"{f:,}", f"{b:,}", f"{f + b:,}"))
+        if counts["loss"]:
+            rows.append((n.name, "", "loss", "", "", f"{counts['loss']:,}"))
+        rows.append((n.name, "", "optimizer", "", "", f"{counts['optimizer']:,}"))
+        rows.append(
+            (
+                n.name,
+                "",
+                f"step ({counts['samples']} samples)",
+                f"{sum(forward):,}",
+                f"{sum(backward):,}",
+                f"{counts['per_step']:,}",
+            )
+        )
+    return rows
+
+
 def report_markdown(summary: RunSummary) -> str:
     """The run as markdown: for report.md and the GitHub Actions job summary."""
     lines = [
@@ -126,6 +165,16 @@ def report_markdown(summary: RunSummary) -> str:
             f"| {e.epoch} | {e.loss:.4f} | {e.train_accuracy:.4f} | {e.test_accuracy:.4f} "
             f"| {e.seconds:.2f} |"
         )
+    rows = instruction_rows(summary)
+    if rows:
+        lines += [
+            "",
+            "Instructions of the first training step (QEMU, `-icount`; deterministic):",
+            "",
+            "| " + " | ".join(INSTRUCTION_COLUMNS) + " |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -147,6 +147,7 @@ def _prop(schema: dict[str, Any], *path: str) -> dict[str, Any]:
     ("path", "default"),
     [
         (("spec", "target"), typed.DEFAULT_TARGET),
+        (("spec", "sim", "network"), typed.DEFAULT_SIM_NETWORK),
         (("spec", "stages"), typed.DEFAULT_STAGES),
         (("spec", "model", "seed"), typed.DEFAULT_MODEL_SEED),
         (("spec", "model", "source", "factory"), typed.DEFAULT_FACTORY),

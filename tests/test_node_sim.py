@@ -65,7 +65,10 @@ BUILD = ROOT / "build" / "node-sim"
 # Static libraries of a node, dependents before their dependencies (firmware/apps/node/README.md).
 LIBRARIES = [
     "apps/node/libnmcm_node_host.a",
+    "runtime/w5500/libnmcm_runtime_w5500.a",
     "runtime/libnmcm_runtime.a",
+    "drivers/w5500/libnmcm_w5500.a",
+    "tools/w5500_emulator/libnmcm_w5500_emulator.a",
     "net/libnmcm_net_posix.a",
     "net/libnmcm_net.a",
     "core/libnmcm_core.a",
@@ -104,7 +107,7 @@ def build_node(libraries: Path, config_dir: Path) -> Path:
             "g++", "-std=c++17", "-O2", "-fno-exceptions", "-fno-rtti", "-Wall", "-Wextra",
             "-Werror", f"-I{config_dir}", f"-I{FIRMWARE / 'apps' / 'node'}",
             str(FIRMWARE / "apps" / "node" / "node_config.cpp"),
-            *(str(libraries / lib) for lib in LIBRARIES), "-o", str(image),
+            *(str(libraries / lib) for lib in LIBRARIES), "-pthread", "-o", str(image),
         ]
     )  # fmt: skip
     return image

@@ -153,5 +153,53 @@ TEST(Stage, LoadCopiesTheWeights) {
   EXPECT_EQ(l.stage.weights(99).data, nullptr);
 }
 
+struct ProbeCall {
+  StagePhase phase;
+  uint32_t layer;
+  uint32_t n;
+  bool done;
+  bool operator==(const ProbeCall& o) const {
+    return phase == o.phase && layer == o.layer && n == o.n && done == o.done;
+  }
+};
+
+void record_probe(void* context, StagePhase phase, uint32_t layer, uint32_t n, bool done) {
+  static_cast<std::vector<ProbeCall>*>(context)->push_back({phase, layer, n, done});
+}
+
+// The probe brackets each piece of work that runs, in order: every layer's forward, the loss,
+// the backward of every layer that has one to run (not the softmax fused into the loss), the step.
+TEST(Stage, ProbeBracketsEveryPieceOfWork) {
+  Loaded l("cnn_whole");  // conv relu pool flatten linear softmax
+  ASSERT_TRUE(l.status.ok());
+  std::vector<ProbeCall> calls;
+  l.stage.set_probe(record_probe, &calls);
+  std::mt19937 rng(3);
+  set_input(l.stage, 0, test::random_floats(rng, 3 * 64), 0, 3);
+  const int32_t y[3] = {1, 2, 3};
+  std::memcpy(l.stage.labels(0), y, sizeof y);
+  LossResult r{};
+  ASSERT_TRUE(l.stage.forward(0, 3).ok());
+  ASSERT_TRUE(l.stage.loss_backward_seed(0, 3, 3, LossKind::kCrossEntropy, &r).ok());
+  ASSERT_TRUE(l.stage.backward(0, 3).ok());
+  ASSERT_TRUE(l.stage.sgd_step(0.1f, 0.0f, 0.0f).ok());
+
+  std::vector<ProbeCall> want;
+  auto bracket = [&want](StagePhase phase, uint32_t layer, uint32_t n) {
+    want.push_back({phase, layer, n, false});
+    want.push_back({phase, layer, n, true});
+  };
+  for (uint32_t i = 0; i < 6; ++i) bracket(StagePhase::kForward, i, 3);
+  bracket(StagePhase::kLoss, 0, 3);
+  for (uint32_t i = 5; i-- > 0;) bracket(StagePhase::kBackward, i, 3);
+  bracket(StagePhase::kStep, 0, 0);
+  EXPECT_EQ(calls, want);
+
+  calls.clear();
+  l.stage.set_probe(nullptr, nullptr);
+  ASSERT_TRUE(l.stage.forward(0, 3).ok());
+  EXPECT_TRUE(calls.empty());
+}
+
 }  // namespace
 }  // namespace nmcm

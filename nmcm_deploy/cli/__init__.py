@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nmcm_deploy import __version__, terminal
-from nmcm_deploy.cli import apply, build, down, export, plan, status, validate
+from nmcm_deploy.cli import apply, build, down, export, plan, probes, status, validate
 from nmcm_deploy.errors import EXIT_CHANGES, EXIT_USAGE, ChangesPending, ManifestInvalid, NmcmError
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ plan.register(app)
 apply.register(app)
 status.register(app)
 down.register(app)
+probes.register(app)
 
 
 def main() -> None:

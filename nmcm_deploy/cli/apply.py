@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from nmcm_deploy import terminal
-from nmcm_deploy.cli.options import OutputFormat, output_option, target_option
+from nmcm_deploy.cli.options import (
+    OutputFormat,
+    output_option,
+    sim_network_option,
+    target_option,
+)
 
 if TYPE_CHECKING:
     from nmcm_deploy.artifacts import RunSummary
@@ -44,6 +49,7 @@ class TerminalReporter:
 def apply(
     file: Path = typer.Argument(..., help="Manifest file.", show_default=False),
     target: str | None = target_option(),
+    sim_network: str | None = sim_network_option(),
     out: Path | None = typer.Option(
         None, "--out", help="Where the artifacts go (default .nmcm/<cluster>/)."
     ),
@@ -55,7 +61,7 @@ def apply(
     from nmcm_deploy.reconcile.desired import Change
 
     quiet = output is OutputFormat.json
-    prepared = prepare(file, target)
+    prepared = prepare(file, target, sim_network=sim_network)
     artifacts = out or prepared.store.dir
     name = prepared.cluster.name
     if dry_run:
@@ -179,6 +185,13 @@ def print_summary(summary: RunSummary) -> None:
             for n in summary.nodes
         ],
     )
+    from nmcm_deploy.artifacts import INSTRUCTION_COLUMNS, instruction_rows
+
+    rows = instruction_rows(summary)
+    if rows:
+        terminal.table(
+            "instructions of the first training step (QEMU, -icount)", INSTRUCTION_COLUMNS, rows
+        )
     terminal.table(
         "epochs",
         ["epoch", "loss", "train acc.", "test acc.", "seconds"],

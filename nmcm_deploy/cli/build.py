@@ -1,13 +1,23 @@
-"""`nmcm build FILE`: the firmware image of every node, content-addressed."""
+"""`nmcm build FILE`: the firmware image of every node, content-addressed.
+
+`sim` builds the host executables (build/host.py) and reports the compiler's prediction of what
+each node would take on its MCU. `hardware` cross-builds each node's board image (build/arm.py)
+and reports flash and SRAM read from the ELF, per memory region, against the MCU, next to the
+prediction `validate` uses; it exits 1 if an image does not fit its MCU.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from nmcm_deploy import terminal
 from nmcm_deploy.cli.options import OutputFormat, output_option, target_option
+
+if TYPE_CHECKING:
+    from nmcm_deploy.reconcile.cluster import Prepared
 
 
 def register(app: typer.Typer) -> None:
@@ -15,10 +25,22 @@ def register(app: typer.Typer) -> None:
         "build",
         help=(
             "Build the firmware image of every node (unchanged inputs are not rebuilt) and report "
-            "its flash and SRAM against the MCU's capacity.\n\n"
-            "Example: nmcm build manifests/quickstart.yaml -o json"
+            "its flash and SRAM against the MCU's capacity: predicted in sim, read from the ELF "
+            "for hardware (exit 1 if an image does not fit).\n\n"
+            "Example: nmcm build manifests/quickstart.yaml --target hardware -o json"
         ),
     )(build)
+
+
+def buildable_targets() -> tuple[str, ...]:
+    """`sim` and `hardware` always; `qemu` once the QEMU node application is in the firmware tree
+    (build/arm.py: APPS and TARGET_APPS name it)."""
+    from nmcm_deploy.build.arm import TARGET_APPS, app_available
+
+    targets = ["sim", "hardware"]
+    if "qemu" in TARGET_APPS and app_available(TARGET_APPS["qemu"]):
+        targets.append("qemu")
+    return tuple(targets)
 
 
 def build(
@@ -26,12 +48,41 @@ def build(
     target: str | None = target_option(),
     output: OutputFormat = output_option(),
 ) -> None:
-    from nmcm_deploy.build.host import build_sim_node
     from nmcm_deploy.compiler.cluster import write_export
     from nmcm_deploy.reconcile.cluster import prepare
 
-    prepared = prepare(file, target)
+    prepared = prepare(file, target, buildable_targets())
     write_export(prepared.cluster, prepared.nodes_dir)
+    if prepared.target == "sim":
+        rows = _sim_rows(prepared)
+    else:
+        rows = _arm_rows(prepared, quiet=output is OutputFormat.json)
+    fits = all(bool(r.get("fits", True)) for r in rows)
+    if output is OutputFormat.json:
+        terminal.emit_json(
+            {"cluster": prepared.cluster.name, "target": prepared.target, "nodes": rows}
+        )
+    elif prepared.target == "sim":
+        _sim_table(prepared.cluster.name, prepared.target, rows)
+    else:
+        _arm_report(prepared.cluster.name, prepared.target, rows)
+    for r in rows:
+        if not r.get("fits", True):
+            terminal.error(f"{r['name']} ({r['mcu']}) does not fit: {r['shortfall']}")
+        elif r.get("prediction_holds") is False:
+            # A framework matter, not the user's: the profile's runtime reserve is too small.
+            terminal.info(
+                f"warning: {r['name']}: the image needs more than `validate` predicts "
+                f"(flash slack {r['flash_prediction_slack']} B, SRAM slack "
+                f"{r['sram_prediction_slack']} B): the MCU profile's runtime_reserve is too small"
+            )
+    if not fits:
+        raise typer.Exit(1)
+
+
+def _sim_rows(prepared: Prepared) -> list[dict[str, Any]]:
+    from nmcm_deploy.build.host import build_sim_node
+
     rows = []
     for desired, stage in zip(prepared.desired.nodes, prepared.cluster.stages, strict=True):
         image = build_sim_node(prepared.nodes_dir / desired.name, desired.firmware_sha256)
@@ -53,22 +104,123 @@ def build(
                 "sram_capacity": fit.sram_capacity,
             }
         )
-    if output is OutputFormat.json:
-        terminal.emit_json({"cluster": prepared.cluster.name, "nodes": rows})
-        return
+    return rows
+
+
+def _arm_rows(prepared: Prepared, *, quiet: bool) -> list[dict[str, Any]]:
+    from nmcm_deploy.build.arm import TARGET_APPS, build_arm_node, stage_key, target_mcu
+
+    app = TARGET_APPS[prepared.target]
+    rows = []
+    for desired, stage in zip(prepared.desired.nodes, prepared.cluster.stages, strict=True):
+        node = stage.plan.node
+        mcu_name = target_mcu(node.mcu, prepared.target)
+        key = stage_key(stage, prepared.target, app)
+        if not quiet:
+            terminal.info(f"building {desired.name} ({mcu_name}, stage {desired.stage})")
+        image = build_arm_node(
+            prepared.nodes_dir / desired.name,
+            mcu_name,
+            key,
+            app=app,
+            board=node.board if prepared.target == "hardware" else None,
+            w5500=node.w5500 if prepared.target == "hardware" else None,
+        )
+        sizes = image.sizes
+        fit = stage.plan.fit  # the compiler's prediction, what `validate` checks
+        rows.append(
+            {
+                "name": desired.name,
+                "mcu": desired.mcu,
+                "board": image.board,
+                "built_for": image.mcu,  # NMCM_MCU: the MCU, or QEMU's board standing in for it
+                "stage": desired.stage,
+                "layers": [stage.plan.first, stage.plan.last],
+                "target": prepared.target,
+                "image": str(image.elf),
+                "bin": str(image.bin),
+                "hex": str(image.hex),
+                "map": str(image.map),
+                "firmware_sha256": key,
+                "rebuilt": image.rebuilt,
+                "sizes_from": "elf",
+                "fits": sizes.fits,
+                "flash_bytes": sizes.flash_bytes,
+                "flash_capacity": sizes.flash_capacity,
+                "sram_bytes": sizes.sram_bytes,
+                "sram_capacity": sizes.sram_capacity,
+                # sram_bytes is the arena's region (the one the capacity and the prediction are
+                # about); the other regions (the H7A3's DTCM) are in `regions`.
+                "sram_region": sizes.sram_region,
+                "sram_total_bytes": sizes.sram_total_bytes,
+                "blob_bytes": sizes.blob_bytes,
+                "code_bytes": sizes.code_bytes,
+                "arena_bytes": stage.plan.memory.arena_bytes,
+                "regions": [r.as_dict() for r in sizes.regions],
+                # The prediction is arena + the MCU's runtime reserve (SRAM) and blob + code
+                # reserve (flash); it holds when the ELF needs no more than it. It is about the
+                # MCU: a QEMU image has other memories and is not judged by it (null).
+                "predicted_flash_bytes": fit.flash_bytes,
+                "predicted_sram_bytes": fit.sram_bytes,
+                "flash_prediction_slack": fit.flash_bytes - sizes.flash_bytes,
+                "sram_prediction_slack": fit.sram_bytes - sizes.sram_bytes,
+                "prediction_holds": (
+                    sizes.flash_bytes <= fit.flash_bytes and sizes.sram_bytes <= fit.sram_bytes
+                )
+                if prepared.target == "hardware"
+                else None,
+                "shortfall": sizes.shortfall(),
+            }
+        )
+    return rows
+
+
+def _sim_table(cluster: str, target: str, rows: list[dict[str, Any]]) -> None:
     hb = terminal.human_bytes
     terminal.table(
-        f"{prepared.cluster.name}: {len(rows)} image(s) ({prepared.target})",
+        f"{cluster}: {len(rows)} image(s) ({target})",
         ["node", "MCU", "stage", "flash", "SRAM", "image"],
         [
             (
                 r["name"],
                 r["mcu"],
                 r["stage"],
-                f"{hb(int(str(r['flash_bytes'])))} / {hb(int(str(r['flash_capacity'])))}",
-                f"{hb(int(str(r['sram_bytes'])))} / {hb(int(str(r['sram_capacity'])))}",
+                f"{hb(r['flash_bytes'])} / {hb(r['flash_capacity'])}",
+                f"{hb(r['sram_bytes'])} / {hb(r['sram_capacity'])}",
                 r["image"],
             )
             for r in rows
         ],
     )
+
+
+def _arm_report(cluster: str, target: str, rows: list[dict[str, Any]]) -> None:
+    hb = terminal.human_bytes
+
+    def other_sram(r: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{g['name']} {hb(g['used_bytes'])} / {hb(g['capacity'])}"
+            for g in r["regions"]
+            if g["kind"] == "sram" and g["name"] != r["sram_region"]
+        )
+
+    terminal.table(
+        f"{cluster}: {len(rows)} image(s) ({target}, sizes from the ELF)",
+        ["node", "MCU", "stage", "flash (blob)", "SRAM", "other SRAM", "predicted", "fits"],
+        [
+            (
+                r["name"],
+                r["mcu"],
+                r["stage"],
+                f"{hb(r['flash_bytes'])} / {hb(r['flash_capacity'])} ({hb(r['blob_bytes'])})",
+                f"{r['sram_region']} {hb(r['sram_bytes'])} / {hb(r['sram_capacity'])}",
+                other_sram(r) or "-",
+                f"{hb(r['predicted_flash_bytes'])}, {hb(r['predicted_sram_bytes'])}",
+                "yes" if r["fits"] else "NO",
+            )
+            for r in rows
+        ],
+    )
+    for r in rows:
+        cached = "" if r["rebuilt"] else " (cached)"
+        terminal.out().print(f"{r['name']}: {r['image']}{cached}", markup=False, highlight=False)

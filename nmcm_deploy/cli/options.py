@@ -26,3 +26,15 @@ def target_option() -> str | None:
         help="sim | qemu | hardware; overrides the manifest's spec.target.",
         show_default=False,
     )
+
+
+def sim_network_option() -> str | None:
+    return typer.Option(
+        None,
+        "--sim-network",
+        help=(
+            "posix | w5500-emulator; overrides the manifest's spec.sim.network: sim nodes talk "
+            "through host sockets, or through the real W5500 driver and an emulated chip."
+        ),
+        show_default=False,
+    )

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 import typer
 
 from nmcm_deploy import terminal
-from nmcm_deploy.cli.options import OutputFormat, output_option, target_option
+from nmcm_deploy.cli.options import (
+    OutputFormat,
+    output_option,
+    sim_network_option,
+    target_option,
+)
 from nmcm_deploy.errors import ChangesPending
 
 if TYPE_CHECKING:
@@ -30,6 +35,7 @@ def register(app: typer.Typer) -> None:
 def plan(
     file: Path = typer.Argument(..., help="Manifest file.", show_default=False),
     target: str | None = target_option(),
+    sim_network: str | None = sim_network_option(),
     detailed_exitcode: bool = typer.Option(
         False, "--detailed-exitcode", help="Exit 2 when there are changes (as terraform plan)."
     ),
@@ -37,7 +43,7 @@ def plan(
 ) -> None:
     from nmcm_deploy.reconcile.cluster import plan_changes, prepare
 
-    prepared = prepare(file, target)
+    prepared = prepare(file, target, sim_network=sim_network)
     _, _, changes = plan_changes(prepared)
     if output is OutputFormat.json:
         terminal.emit_json(

@@ -63,7 +63,7 @@ def _cluster_status(
     from nmcm_deploy.build.host import firmware_key
     from nmcm_deploy.reconcile.cluster import node_status
     from nmcm_deploy.reconcile.state import StateStore
-    from nmcm_deploy.runtime import sim
+    from nmcm_deploy.runtime.runners import runner
 
     state = StateStore(name).load()
     target = target or state.target or "sim"
@@ -81,7 +81,9 @@ def _cluster_status(
         }
         desired_fw = None
         if headers is not None and node_name in headers:
-            desired_fw = firmware_key(headers[node_name], target)
+            # A board's or QEMU image's key needs the blob: the recorded one serves.
+            if target not in ("hardware", "qemu"):
+                desired_fw = firmware_key(headers[node_name], target)
         elif headers is not None:
             row["sync"] = "OutOfSync"  # running but no longer in the manifest
         if record is None:
@@ -90,7 +92,7 @@ def _cluster_status(
             continue
         row.update(stage=record.stage, mcu=record.mcu, port=record.port, pid=record.pid)
         report = None
-        if sim.is_node_process(record.pid, record.image or None):
+        if runner(record).alive(record):
             report = node_status(node_name, record, name)
         if report is None:
             if desired_fw is not None:

@@ -26,6 +26,7 @@ from nmcm_deploy.protocol import (
     StatusRequest,
     expect,
 )
+from nmcm_deploy.protocol.uart_link import open_uart_link
 
 # The coordinator's own receive limit: WEIGHTS chunks are asked for to fit it.
 COORDINATOR_LIMIT = 64 * 1024
@@ -70,8 +71,11 @@ class NodeLink:
         role: Role = Role.COORDINATOR,
         connect_timeout: float = 10.0,
         timeout: float = 10.0,
+        uart: bool = False,
     ) -> NodeLink:
-        """Connect (retrying while the node is not listening yet) and exchange HELLO/HELLO_ACK."""
+        """Connect (retrying while the node is not listening yet) and exchange HELLO/HELLO_ACK.
+        ``uart``: the port is a QEMU node's UART, where the connection starts with the link
+        preambles (protocol/uart_link.py)."""
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -85,6 +89,8 @@ class NodeLink:
                 time.sleep(0.05)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if uart:
+                open_uart_link(sock, max(deadline - time.monotonic(), timeout))
             writer = FrameWriter(sock, timeout=timeout)
             writer.send(
                 Hello(

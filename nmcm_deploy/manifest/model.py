@@ -25,6 +25,8 @@ from nmcm_deploy.manifest.loader import (
 )
 
 DEFAULT_TARGET = "sim"
+DEFAULT_SIM_NETWORK = "posix"
+SIM_NETWORKS = ("posix", "w5500-emulator")
 DEFAULT_MODEL_SEED = 0
 DEFAULT_FACTORY = "build"
 DEFAULT_TEST_FRACTION = 0.2
@@ -122,6 +124,13 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class SimSpec:
+    """How the `sim` target runs the nodes."""
+
+    network: str = DEFAULT_SIM_NETWORK  # posix | w5500-emulator
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     subnet: ipaddress.IPv4Network | None
     gateway: ipaddress.IPv4Address | None
@@ -183,6 +192,7 @@ class Manifest:
     stages: tuple[StageSpec, ...]  # empty when stages_auto
     stages_auto: bool
     labels: tuple[tuple[str, str], ...] = ()
+    sim: SimSpec = SimSpec()
     # The document as loaded and where each of its values is, for later messages (export, plan).
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     locations: LocationMap | None = field(default=None, compare=False, hash=False, repr=False)
@@ -323,6 +333,7 @@ def build_manifest(doc: LoadedYaml) -> Manifest:
         else (),
         stages_auto=not isinstance(stages, list),
         labels=tuple(sorted(data["metadata"].get("labels", {}).items())),
+        sim=SimSpec(network=str(spec.get("sim", {}).get("network", DEFAULT_SIM_NETWORK))),
         raw=data,
         locations=doc.locations,
     )

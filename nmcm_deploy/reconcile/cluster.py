@@ -17,7 +17,7 @@ from nmcm_deploy.compiler.cluster import CompiledCluster, compile_cluster, write
 from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
 from nmcm_deploy.errors import DeployError, NmcmError
 from nmcm_deploy.manifest import load_manifest
-from nmcm_deploy.manifest.model import Manifest
+from nmcm_deploy.manifest.model import SIM_NETWORKS, Manifest
 from nmcm_deploy.protocol import Role, Shutdown, StatusReport
 from nmcm_deploy.reconcile.desired import (
     Change,
@@ -26,13 +26,14 @@ from nmcm_deploy.reconcile.desired import (
     Observed,
     diff,
     job_inputs,
-    sha256_hex,
+    node_config_sha256,
 )
 from nmcm_deploy.reconcile.state import ClusterState, NodeState, StateStore
 from nmcm_deploy.runtime import sim
+from nmcm_deploy.runtime.runners import runner
 
 TARGETS = ("sim", "qemu", "hardware")
-AVAILABLE_TARGETS = ("sim",)
+AVAILABLE_TARGETS = ("sim", "qemu", "hardware")
 
 
 class Reporter(Protocol):
@@ -66,11 +67,13 @@ class Prepared:
         )
 
 
-def choose_target(manifest: Manifest, override: str | None) -> str:
+def choose_target(
+    manifest: Manifest, override: str | None, available: tuple[str, ...] = AVAILABLE_TARGETS
+) -> str:
     target = override or manifest.target
     if target not in TARGETS:
         raise NmcmError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if target not in AVAILABLE_TARGETS:
+    if target not in available:
         raise TargetUnavailable(
             f"target {target!r} is not available yet in this version of nmcm",
             hint="run the cluster simulated with --target sim",
@@ -78,12 +81,31 @@ def choose_target(manifest: Manifest, override: str | None) -> str:
     return target
 
 
-def prepare(file: Path, target_override: str | None) -> Prepared:
-    """Load and compile the manifest and compute its desired state; writes nothing."""
+def choose_sim_network(manifest: Manifest, override: str | None) -> str:
+    """spec.sim.network, or --sim-network: posix or w5500-emulator."""
+    network = override or manifest.sim.network
+    if network not in SIM_NETWORKS:
+        raise NmcmError(f"unknown sim network {network!r}; choose one of {', '.join(SIM_NETWORKS)}")
+    return network
+
+
+def prepare(
+    file: Path,
+    target_override: str | None,
+    available: tuple[str, ...] = AVAILABLE_TARGETS,
+    sim_network: str | None = None,
+) -> Prepared:
+    """Load and compile the manifest and compute its desired state; writes nothing.
+    ``available``: the targets the calling command can carry out (`build` does more than
+    `apply` can deploy yet)."""
+    from nmcm_deploy.build.arm import stage_key
     from nmcm_deploy.build.host import firmware_key
 
     manifest = load_manifest(file)
-    target = choose_target(manifest, target_override)
+    target = choose_target(manifest, target_override, available)
+    network = choose_sim_network(manifest, sim_network)
+    if target != "sim":
+        network = SIM_NETWORKS[0]  # only sim nodes have a choice
     cluster = compile_cluster(manifest, target)
     misfits = [s for s in cluster.stages if not s.plan.fit.fits]
     if misfits:
@@ -100,20 +122,27 @@ def prepare(file: Path, target_override: str | None) -> Prepared:
             target=target,
             port=s.network.listen_port,
             blob_sha256=s.blob_sha256,
-            config_sha256=sha256_hex(s.header.encode()),
-            firmware_sha256=firmware_key(s.header, target),
+            config_sha256=node_config_sha256(s.header, network),
+            # Board and QEMU images are cross builds of their own (build/arm.py), the blob inside.
+            firmware_sha256=(
+                stage_key(s, target)
+                if target in ("hardware", "qemu")
+                else firmware_key(s.header, target)
+            ),
+            sim_network=network,
         )
         for s in cluster.stages
     )
-    desired = DesiredCluster(cluster.name, target, nodes, job_inputs(manifest, cluster, target))
+    desired = DesiredCluster(
+        cluster.name, target, nodes, job_inputs(manifest, cluster, target, network)
+    )
     return Prepared(manifest, target, cluster, desired, StateStore(cluster.name))
 
 
 def observe(state: ClusterState) -> Observed:
     observed = Observed()
     for name, node in state.nodes.items():
-        alive = sim.is_node_process(node.pid, node.image or None)
-        observed.running[name] = alive and sim.port_open(node.port)
+        observed.running[name] = runner(node).alive(node)
     return observed
 
 
@@ -125,36 +154,39 @@ def plan_changes(prepared: Prepared) -> tuple[ClusterState, Observed, list[Chang
 
 def stop_node(name: str, node: NodeState, cluster: str) -> None:
     """SHUTDOWN over the network (as an observer), then signals if the process lingers."""
-    if node.port and sim.port_open(node.port):
+    where = runner(node).endpoint(node, Role.OBSERVER)
+    if where.port and sim.port_open(where.port, where.host):
         with contextlib.suppress(NmcmError, OSError):
             link = NodeLink.open(
                 name,
-                sim.LOOPBACK,
-                node.port,
+                where.host,
+                where.port,
                 Identity(cluster, bytes(16), 0xFFFF, 0),
                 role=Role.OBSERVER,
                 connect_timeout=1.0,
                 timeout=2.0,
+                uart=where.uart,
             )
             link.send(Shutdown())
             with contextlib.suppress(NmcmError):
                 link.read(timeout=2.0)
             link.close()
-    if node.pid and not sim.wait_exit(node.pid, 2.0):
-        sim.stop_process(node.pid)
+    runner(node).halt(node)
 
 
 def node_status(name: str, node: NodeState, cluster: str) -> StatusReport | None:
     """A node's STATUS, asked for as an observer; None if it does not answer."""
+    where = runner(node).endpoint(node, Role.OBSERVER)
     try:
         link = NodeLink.open(
             name,
-            sim.LOOPBACK,
-            node.port,
+            where.host,
+            where.port,
             Identity(cluster, bytes(16), 0xFFFF, 0),
             role=Role.OBSERVER,
             connect_timeout=0.5,
             timeout=2.0,
+            uart=where.uart,
         )
     except NodeFailed:
         return None
@@ -187,6 +219,16 @@ def deploy_nodes(
             del state.nodes[name]
             store.save(state)
     write_export(prepared.cluster, prepared.nodes_dir)
+    if prepared.target == "hardware":
+        from nmcm_deploy.flash.runner import HardwareRunner
+
+        HardwareRunner().deploy(prepared, state, changes, report)
+        return
+    if prepared.target == "qemu":
+        from nmcm_deploy.runtime.qemu import QemuRunner
+
+        QemuRunner().deploy(prepared, state, observed, changes, report)
+        return
     touched = {c.path.split(".")[1] for c in changes if c.path.startswith("nodes.")}
     for desired in prepared.desired.nodes:
         folder = prepared.nodes_dir / desired.name
@@ -200,7 +242,12 @@ def deploy_nodes(
         report.step(f"starting {desired.name} on 127.0.0.1:{desired.port}")
         log = store.dir / "logs" / f"{desired.name}.log"
         proc = sim.start_node(
-            image, folder / "stage.blob", desired.port, log, desired.firmware_sha256[:32]
+            image,
+            folder / "stage.blob",
+            desired.port,
+            log,
+            desired.firmware_sha256[:32],
+            desired.sim_network,
         )
         sim.wait_listening(proc, desired.port, log)
         pid = proc.pid

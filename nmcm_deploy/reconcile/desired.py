@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nmcm_deploy.compiler.cluster import CompiledCluster
-from nmcm_deploy.manifest.model import Manifest
+from nmcm_deploy.manifest.model import DEFAULT_SIM_NETWORK, Manifest
 from nmcm_deploy.reconcile.state import ClusterState
 
 
@@ -37,6 +37,7 @@ class DesiredNode:
     blob_sha256: str
     config_sha256: str
     firmware_sha256: str
+    sim_network: str = DEFAULT_SIM_NETWORK  # sim: how the node's network runs (--network)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,24 @@ class Change:
         }
 
 
-def job_inputs(manifest: Manifest, cluster: CompiledCluster, target: str) -> str:
-    """Everything a training run's result depends on; a new value means the job runs again."""
+def node_config_sha256(header: str, sim_network: str = DEFAULT_SIM_NETWORK) -> str:
+    """What a node runs with besides its image: its generated header and, in sim, how its network
+    runs (a start-up argument of the same image, so a change restarts the node, as `plan` shows).
+    The default network adds nothing: hashes recorded before the choice existed stay valid."""
+    if sim_network != DEFAULT_SIM_NETWORK:
+        header += f"\n// sim network: {sim_network}\n"
+    return sha256_hex(header.encode())
+
+
+def job_inputs(
+    manifest: Manifest,
+    cluster: CompiledCluster,
+    target: str,
+    sim_network: str = DEFAULT_SIM_NETWORK,
+) -> str:
+    """Everything a training run's result depends on; a new value means the job runs again.
+    The sim network is one of them, as the target is: the weights come out the same, but a run
+    through the emulated W5500 is what the user asked to see (its timing, its faults)."""
     dataset: dict[str, Any] = {
         "name": manifest.dataset.name,
         "test_fraction": manifest.dataset.test_fraction,
@@ -98,6 +115,8 @@ def job_inputs(manifest: Manifest, cluster: CompiledCluster, target: str) -> str
         },
         "target": target,
     }
+    if sim_network != DEFAULT_SIM_NETWORK:  # absent by default: earlier job hashes stay valid
+        doc["sim_network"] = sim_network
     return sha256_hex(json.dumps(doc, sort_keys=True).encode())
 
 

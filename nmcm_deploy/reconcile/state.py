@@ -53,6 +53,8 @@ class NodeState:
     port: int = 0
     pid: int = 0  # sim/qemu: the node's process
     started_at: float = 0.0
+    host: str = ""  # where the node listens: hardware, its W5500 IP; empty: loopback (sim/qemu)
+    observer_port: int = 0  # qemu: the observers' UART (runtime/qemu.py); 0: ``port``
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,25 @@ from nmcm_deploy.compiler.blob import read_blob
 from nmcm_deploy.coordinator.job import EpochResult, JobConfig, TrainingJob
 from nmcm_deploy.coordinator.link import NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
-from nmcm_deploy.protocol import Ack, MessageType, SetWeights, TensorKind
+from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
 from nmcm_deploy.reconcile.cluster import Prepared
 from nmcm_deploy.reconcile.state import ClusterState, JobState
-from nmcm_deploy.runtime import sim
+from nmcm_deploy.runtime import qemu
+from nmcm_deploy.runtime.runners import runner
 
 
 def connect(prepared: Prepared, state: ClusterState) -> list[NodeLink]:
     links = []
     for stage in prepared.cluster.stages:
         node = state.nodes[stage.plan.node.name]
+        where = runner(node).endpoint(node, Role.COORDINATOR)
         links.append(
             NodeLink.open(
-                stage.plan.node.name, sim.LOOPBACK, node.port, prepared.identity(stage.plan.index)
+                stage.plan.node.name,
+                where.host,
+                where.port,
+                prepared.identity(stage.plan.index),
+                uart=where.uart,
             )
         )
     return links
@@ -68,6 +75,12 @@ def run_job(
         inputs_sha256=prepared.desired.job_sha256, status="running", started_at=time.time()
     )
     store.save(state)
+    # QEMU nodes log the instructions of every training step: this job's come after these marks.
+    logs = {
+        s.plan.node.name: qemu.log_path(store.dir, s.plan.node.name)
+        for s in prepared.cluster.stages
+    }
+    marks = {name: qemu.log_mark(log) for name, log in logs.items()}
     links: list[NodeLink] = []
     try:
         links = connect(prepared, state)
@@ -110,6 +123,14 @@ def run_job(
     nodes = []
     for stage, timing in zip(prepared.cluster.stages, result.timing, strict=True):
         fit = stage.plan.fit
+        name = stage.plan.node.name
+        steps = None
+        if prepared.target == "qemu":
+            steps = qemu.first_step(logs[name], marks[name])
+            if steps is not None:
+                steps = replace(
+                    steps, layer_types=tuple(layer.kind.name.lower() for layer in stage.plan.layers)
+                )
         nodes.append(
             NodeSummary(
                 name=stage.plan.node.name,
@@ -126,6 +147,7 @@ def run_job(
                 comm_s=timing.comm_s,
                 idle_s=timing.idle_s,
                 bytes_sent=timing.bytes_sent,
+                instructions=None if steps is None else steps.as_dict(),
             )
         )
     summary = RunSummary(

@@ -44,9 +44,10 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
 
 
 def start_node(
-    image: Path, blob: Path, port: int, log: Path, firmware_hash: str
+    image: Path, blob: Path, port: int, log: Path, firmware_hash: str, network: str = "posix"
 ) -> subprocess.Popen[bytes]:
-    """Start a node in its own session (so a Ctrl-C of nmcm does not stop it)."""
+    """Start a node in its own session (so a Ctrl-C of nmcm does not stop it). ``network``:
+    ``posix`` (host sockets) or ``w5500-emulator`` (the W5500 driver on an emulated chip)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -60,6 +61,8 @@ def start_node(
                 str(port),
                 "--firmware-hash",
                 firmware_hash,
+                "--network",
+                network,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

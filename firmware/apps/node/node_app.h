@@ -24,6 +24,13 @@ struct NodeBuild {
   bool has_downstream;
   const std::uint8_t* downstream_ip;  // 4 bytes
   std::uint16_t downstream_port;
+  // The node's W5500 addresses (manifest w5500.ip and .mac, network.gateway and .subnet; zeros
+  // where the manifest gives none): what a sim node run through the emulated W5500 programs into
+  // its chip.
+  const std::uint8_t* ip;           // 4 bytes
+  const std::uint8_t* mac;          // 6 bytes
+  const std::uint8_t* gateway;      // 4 bytes
+  const std::uint8_t* subnet_mask;  // 4 bytes
 };
 
 const NodeBuild& node_build();

@@ -101,8 +101,12 @@ Status Stage::check_call(uint32_t slot, uint32_t n) const {
 
 Status Stage::forward(uint32_t slot, uint32_t n) {
   NMCM_RETURN_IF_ERROR(check_call(slot, n));
-  for (uint32_t i = 0; i < layer_count(); ++i)
-    kernels_[i]->forward(layout_.layers[i], args(i, slot, n));
+  for (uint32_t i = 0; i < layer_count(); ++i) {
+    const LayerArgs a = args(i, slot, n);
+    notify(StagePhase::kForward, i, n, false);
+    kernels_[i]->forward(layout_.layers[i], a);
+    notify(StagePhase::kForward, i, n, true);
+  }
   return ok_status();
 }
 
@@ -128,6 +132,7 @@ Status Stage::loss_backward_seed(uint32_t slot, uint32_t n, uint32_t batch_total
   const float* out = output(slot);
   const float scale = 1.0f / static_cast<float>(batch_total);
   LossResult r{};
+  notify(StagePhase::kLoss, 0, n, false);
   if (loss == LossKind::kCrossEntropy && layout_.layers[last].kind == LayerKind::kSoftmax) {
     // Fused with the softmax: the seed is the gradient of the softmax's input (loss.h).
     r = cross_entropy_probs(at(layout_.act_grad[last]), out, y, n, classes, scale);
@@ -139,6 +144,7 @@ Status Stage::loss_backward_seed(uint32_t slot, uint32_t n, uint32_t batch_total
     r = mse_onehot(at(layout_.act_grad[last + 1]), out, y, n, classes, scale);
     backward_from_ = static_cast<int32_t>(last);
   }
+  notify(StagePhase::kLoss, 0, n, true);
   seeded_slot_ = static_cast<int32_t>(slot);
   if (result) *result = r;
   return ok_status();
@@ -158,7 +164,9 @@ Status Stage::backward(uint32_t slot, uint32_t n) {
     const LayerArgs a = args(static_cast<uint32_t>(i), slot, n);
     // No incoming gradient: only flattens at the start of the first stage, which need nothing.
     if (a.dout == nullptr) continue;
+    notify(StagePhase::kBackward, static_cast<uint32_t>(i), n, false);
     kernels_[i]->backward(layout_.layers[i], a);
+    notify(StagePhase::kBackward, static_cast<uint32_t>(i), n, true);
   }
   return ok_status();
 }
@@ -177,11 +185,13 @@ Status Stage::sgd_step(float lr, float momentum, float weight_decay) {
   if (momentum != 0.0f && !planned) {
     return error(StatusCode::kInvalidArgument, "momentum needs a blob planned with momentum");
   }
+  notify(StagePhase::kStep, 0, 0, false);
   for (uint32_t t = 0; t < tensor_count(); ++t) {
     sgd_update(at(layout_.param[t]), at(layout_.grad[t]),
                planned ? at(layout_.momentum[t]) : nullptr, layout_.tensors[t].count, lr, momentum,
                weight_decay);
   }
+  notify(StagePhase::kStep, 0, 0, true);
   return ok_status();
 }
 

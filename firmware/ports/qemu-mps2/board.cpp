@@ -26,6 +26,8 @@ constexpr std::uint32_t kSysWrite0 = 0x04;
 constexpr std::uint32_t kSysGetCmdline = 0x15;
 constexpr std::uint32_t kSysExit = 0x18;
 constexpr std::uint32_t kSysExitExtended = 0x20;
+constexpr std::uint32_t kSysElapsed = 0x30;
+constexpr std::uint32_t kSysTickFreq = 0x31;
 constexpr std::uint32_t kAdpStoppedApplicationExit = 0x20026;
 constexpr std::uint32_t kAdpStoppedRunTimeErrorUnknown = 0x20023;
 
@@ -55,8 +57,33 @@ constexpr std::uint32_t kStateTxFull = 1u << 0;
 constexpr std::uint32_t kStateRxFull = 1u << 1;
 constexpr std::uint32_t kCtrlTxEn = 1u << 0;
 constexpr std::uint32_t kCtrlRxEn = 1u << 1;
+constexpr std::uint32_t kCtrlRxIntEn = 1u << 3;
+constexpr std::uintptr_t kUartIntClear = 0x0C;  // INTSTATUS on read, INTCLEAR on write
+constexpr std::uint32_t kIntRx = 1u << 1;
+// The UARTs' receive interrupts on the NVIC (hw/arm/mps2.c: RX of UART n, TX one above).
+constexpr unsigned kUartRxIrqs[] = {0, 2, 4, 18, 20};
+// NVIC (ARMv7-M ARM B3.4): set-enable, clear-enable, clear-pending, one bit per interrupt.
+constexpr std::uintptr_t kNvicIser = 0xE000E100;
+constexpr std::uintptr_t kNvicIcer = 0xE000E180;
+constexpr std::uintptr_t kNvicIcpr = 0xE000E280;
 // The rate only matters to a real serial backend; 115200 like the boards' log.
 constexpr std::uint32_t kUartDivider = qemu::kSysclkHz / 115200;
+
+// CMSDK APB timer (ARM DDI 0479C, "APB timer"; QEMU hw/timer/cmsdk-apb-timer.c): CTRL (EN [0]),
+// VALUE (counts down at SYSCLK), RELOAD. Timers 0 and 1 of the AN385-family images.
+constexpr std::uintptr_t kTimerBases[] = {0x40000000, 0x40001000};
+constexpr std::uintptr_t kTimerCtrl = 0x00;
+constexpr std::uintptr_t kTimerValue = 0x04;
+constexpr std::uintptr_t kTimerReload = 0x08;
+constexpr std::uint32_t kTimerCtrlEnable = 1u << 0;
+constexpr std::uint32_t kTimerTop = 0xFFFFFFFFu;
+
+std::uintptr_t timer_base(unsigned index) {
+  if (index >= sizeof(kTimerBases) / sizeof(kTimerBases[0])) {
+    fatal("qemu-mps2 has timers 0 and 1 only");
+  }
+  return kTimerBases[index];
+}
 
 qemu::UartStream g_uarts[] = {qemu::UartStream{kUartBases[0]}, qemu::UartStream{kUartBases[1]},
                               qemu::UartStream{kUartBases[2]}, qemu::UartStream{kUartBases[3]},
@@ -149,6 +176,38 @@ void exit(int code) {
   }
 }
 
+std::uint64_t host_nanoseconds() {
+  // SYS_TICKFREQ once (QEMU: 10^9, it counts in nanoseconds); 0 means no SYS_ELAPSED either.
+  static std::uint32_t frequency = 0;
+  static bool asked = false;
+  if (!asked) {
+    asked = true;
+    const std::uint32_t f = semihost(kSysTickFreq, nullptr);
+    frequency = f == 0xFFFFFFFFu ? 0 : f;
+  }
+  std::uint32_t block[2] = {0, 0};  // SYS_ELAPSED: the 64-bit tick count, low word first
+  if (frequency == 0 || semihost(kSysElapsed, block) != 0) {
+    return cm::systick_ticks() * kNanosecondsPerTick;
+  }
+  const std::uint64_t ticks = (static_cast<std::uint64_t>(block[1]) << 32) | block[0];
+  return frequency == 1000000000u
+             ? ticks
+             : ticks / frequency * 1000000000u + (ticks % frequency) * 1000000000u / frequency;
+}
+
+void restart_timer(unsigned index) {
+  const std::uintptr_t base = timer_base(index);
+  cm::reg(base + kTimerCtrl) = 0;
+  cm::reg(base + kTimerReload) = kTimerTop;
+  cm::reg(base + kTimerValue) = kTimerTop;
+  // The count starts here: enabling restarts QEMU's timer at this instruction's virtual time.
+  cm::reg(base + kTimerCtrl) = kTimerCtrlEnable;
+}
+
+std::uint32_t timer_ticks(unsigned index) {
+  return kTimerTop - cm::reg(timer_base(index) + kTimerValue);
+}
+
 void UartStream::open() {
   cm::reg(base_ + kUartBauddiv) = kUartDivider;
   cm::reg(base_ + kUartCtrl) = kCtrlTxEn | kCtrlRxEn;
@@ -165,6 +224,14 @@ bool UartStream::write(const std::uint8_t* data, std::size_t n, std::uint32_t ti
     cm::reg(base_ + kUartData) = data[i];
   }
   return true;
+}
+
+std::size_t UartStream::write_some(const std::uint8_t* data, std::size_t n) {
+  std::size_t sent = 0;
+  while (sent < n && (cm::reg(base_ + kUartState) & kStateTxFull) == 0) {
+    cm::reg(base_ + kUartData) = data[sent++];
+  }
+  return sent;
 }
 
 std::size_t UartStream::read_some(std::uint8_t* data, std::size_t n) {
@@ -185,6 +252,40 @@ bool UartStream::read(std::uint8_t* data, std::size_t n, std::uint32_t timeout_m
     }
   }
   return true;
+}
+
+void wait_for_uarts(unsigned mask) {
+  constexpr unsigned kCount = sizeof(kUartBases) / sizeof(kUartBases[0]);
+  // With PRIMASK set, WFI still wakes for an interrupt that is enabled and pending (ARMv7-M ARM,
+  // "Wait For Interrupt"), but its handler does not run: the UART interrupts are enabled only in
+  // here and cleared before interrupts come back on, so Default_Handler never sees them.
+  const std::uint32_t primask = cm::disable_interrupts();
+  bool ready = false;
+  for (unsigned i = 0; i < kCount; ++i) {
+    if ((mask & (1u << i)) == 0) continue;
+    const std::uintptr_t base = kUartBases[i];
+    const unsigned irq = kUartRxIrqs[i];
+    cm::reg(base + kUartCtrl) |= kCtrlRxIntEn;
+    cm::reg(base + kUartIntClear) = kIntRx;
+    cm::reg(kNvicIcpr + 4 * (irq / 32)) = 1u << (irq % 32);
+    cm::reg(kNvicIser + 4 * (irq / 32)) = 1u << (irq % 32);
+    // A byte that came before the interrupt was enabled raises none: look.
+    ready = ready || (cm::reg(base + kUartState) & kStateRxFull) != 0;
+  }
+  if (!ready) {
+    cm::dsb();
+    __asm volatile("wfi" ::: "memory");
+  }
+  for (unsigned i = 0; i < kCount; ++i) {
+    if ((mask & (1u << i)) == 0) continue;
+    const std::uintptr_t base = kUartBases[i];
+    const unsigned irq = kUartRxIrqs[i];
+    cm::reg(kNvicIcer + 4 * (irq / 32)) = 1u << (irq % 32);
+    cm::reg(base + kUartCtrl) &= ~kCtrlRxIntEn;
+    cm::reg(base + kUartIntClear) = kIntRx;                  // the line drops ...
+    cm::reg(kNvicIcpr + 4 * (irq / 32)) = 1u << (irq % 32);  // ... then its pending bit
+  }
+  cm::restore_interrupts(primask);
 }
 
 UartStream& uart(unsigned index) {

@@ -23,6 +23,20 @@
 
 namespace nmcm {
 
+// What a Stage probe is told about (Stage::set_probe).
+enum class StagePhase : uint8_t {
+  kForward = 0,   // one layer's forward
+  kBackward = 1,  // one layer's backward
+  kLoss = 2,      // the loss and its gradient seed (last stage)
+  kStep = 3,      // the optimizer step over every tensor
+};
+
+// Called right before (done = false) and right after (done = true) each piece of work: `layer` is
+// the stage's layer index for kForward/kBackward (0 for kLoss/kStep), `n` the micro-batch's
+// samples (0 for kStep). For profiling (the QEMU node counts instructions per layer): nothing else
+// runs between the two calls, so a counter read in both measures exactly that piece.
+using StageProbe = void (*)(void* context, StagePhase phase, uint32_t layer, uint32_t n, bool done);
+
 class Stage {
  public:
   // Checks the blob (blob_check), then copies its weights into the arena's parameter buffers and
@@ -72,7 +86,17 @@ class Stage {
   TensorView weights(uint32_t t);
   TensorView grads(uint32_t t);
 
+  // Installs a probe (nullptr removes it; none by default, and then each piece of work costs one
+  // test of a pointer). `context` is passed back to it.
+  void set_probe(StageProbe probe, void* context) {
+    probe_ = probe;
+    probe_context_ = context;
+  }
+
  private:
+  void notify(StagePhase phase, uint32_t layer, uint32_t n, bool done) const {
+    if (probe_ != nullptr) probe_(probe_context_, phase, layer, n, done);
+  }
   float* at(uint32_t offset) const;
   LayerArgs args(uint32_t layer, uint32_t slot, uint32_t n) const;
   Status check_call(uint32_t slot, uint32_t n) const;
@@ -85,6 +109,8 @@ class Stage {
   // backward starts from (the layer before a fused softmax).
   int32_t seeded_slot_ = -1;
   int32_t backward_from_ = 0;
+  StageProbe probe_ = nullptr;
+  void* probe_context_ = nullptr;
 };
 
 }  // namespace nmcm

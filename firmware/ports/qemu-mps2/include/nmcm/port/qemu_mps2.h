@@ -28,6 +28,21 @@ bool has_argument(const char* word);
 // Ends QEMU with this exit status through semihosting (SYS_EXIT for 0, SYS_EXIT_EXTENDED else).
 [[noreturn]] void exit(int code);
 
+// Nanoseconds of the host's clock since QEMU started (semihosting SYS_ELAPSED and SYS_TICKFREQ).
+// Wall-clock time, not virtual time: it runs on however fast QEMU emulates, so timeouts measured
+// with it mean what they say for the peers on the host. Falls back to virtual time (SysTick) if
+// the semihosting implementation lacks SYS_ELAPSED.
+std::uint64_t host_nanoseconds();
+
+// The CMSDK APB timers 0 and 1 (ARM DDI 0479C, "APB timer"; QEMU hw/timer/cmsdk-apb-timer.c) as
+// counters of kSysclkHz ticks, without interrupts: 40 instructions per tick under
+// `-icount shift=0`. restart_timer(i) starts timer i from zero at that very instruction, so the
+// ticks read after a given run of instructions are the same on every run. A counter that runs
+// across it (SysTick) gives readings that depend on where within a tick the run began.
+void restart_timer(unsigned index);
+// Ticks since restart_timer(index), modulo 2^32 (one wrap per 171.8 s of virtual time).
+std::uint32_t timer_ticks(unsigned index);
+
 // One of the five CMSDK APB UARTs (DDI 0479C, "APB UART"): UART n is QEMU's serial port n, so
 // `-serial chardev:c0 -serial chardev:c1` puts chardevs c0 and c1 on UARTs 0 and 1. Without a
 // backend, output goes nowhere and nothing arrives.
@@ -42,6 +57,11 @@ class UartStream {
   // draining, as with a socket nobody reads).
   bool write(const std::uint8_t* data, std::size_t n, std::uint32_t timeout_ms);
 
+  // Sends as many of the n bytes as the transmitter takes right now; never waits. Returns how
+  // many. (Under QEMU a byte is handed to the chardev as it is written, so this is all of them
+  // unless the chardev's peer stopped reading.)
+  std::size_t write_some(const std::uint8_t* data, std::size_t n);
+
   // Copies up to n bytes that have already arrived; never waits. Returns how many.
   std::size_t read_some(std::uint8_t* data, std::size_t n);
 
@@ -54,5 +74,12 @@ class UartStream {
 
 // UART 0..4; fatal() for any other index.
 UartStream& uart(unsigned index);
+
+// Sleeps (WFI) until one of the UARTs in `mask` (bit n: UART n) has received a byte, or any other
+// interrupt comes (SysTick: within a millisecond); returns at once if one has a byte already.
+// Interrupts stay masked throughout and the UARTs' interrupts are off again on return: no
+// handler runs for them. Under `-icount ...,sleep=on` QEMU then leaves the host's CPU to others
+// until the byte or the tick; under sleep=off it only skips virtual time ahead.
+void wait_for_uarts(unsigned mask);
 
 }  // namespace nmcm::port::qemu

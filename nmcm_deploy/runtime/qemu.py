@@ -1,0 +1,401 @@
+"""QEMU nodes (`--target qemu`): each node's ARM image under ``qemu-system-arm``, on QEMU's MPS2
+board of the node's core (``mps2-an386`` for a Cortex-M4 MCU, ``mps2-an500`` for a Cortex-M7 one,
+the MCU profile's ``qemu_machine``), with ``-icount shift=0`` so that instruction counts are
+deterministic. Each node logs the instructions of every training step, per layer
+(firmware/apps/node-qemu/profile.h); ``first_step`` reads a job's first from the log.
+
+The node firmware (firmware/apps/node-qemu) talks through four UARTs, each one connection at a
+time; QEMU joins each to a loopback TCP port with a socket chardev (docs/protocol.md, "Under
+QEMU"). For stage ``s`` of ``K`` and ``network.port`` = ``P``:
+
+=====  ==========================  ==========  =====================================
+UART   peer                        chardev     port
+=====  ==========================  ==========  =====================================
+0      the coordinator             server      ``P + s`` (as in sim)
+1      the upstream neighbour      server      ``P + K + s`` (stages > 0)
+2      the downstream neighbour    client      ``P + K + s + 1`` (stages < K - 1)
+3      observers (status, down)    server      ``P + 2K + s``
+=====  ==========================  ==========  =====================================
+
+Observers have a UART of their own because a chardev takes one client at a time: `nmcm status`
+answers while the coordinator holds UART0. Like sim nodes, QEMU nodes keep running after
+`nmcm apply` (`nmcm down` stops them), each in its own session, recognised by pid *and* command
+line. Every QEMU runs under ``timeout`` (``NMCM_QEMU_LIFETIME`` seconds, default 4 h): a node left
+behind ends by itself. The pid recorded is QEMU's own, so that a signal to it never leaves the
+emulator running without its ``timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nmcm_deploy.errors import DeployError
+
+if TYPE_CHECKING:
+    from nmcm_deploy.reconcile.cluster import Prepared, Reporter
+    from nmcm_deploy.reconcile.desired import Change, Observed
+    from nmcm_deploy.reconcile.state import ClusterState
+
+TARGET = "qemu"
+QEMU = "qemu-system-arm"
+LOOPBACK = "127.0.0.1"
+APP = "node-qemu"
+DEFAULT_LIFETIME_S = 4 * 3600
+READY_TIMEOUT_S = 20.0
+
+# The profile line of a training step (firmware/apps/node-qemu/profile.h).
+_PROFILE = re.compile(
+    r"^profile batch=(\d+) samples=(\d+) forward=([\d,]*) backward=([\d,]*) loss=(\d+) "
+    r"step=(\d+)\s*$"
+)
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """The loopback ports of one QEMU node (module docstring)."""
+
+    coordinator: int
+    observer: int
+    upstream: int | None  # this node listens here for stage s - 1
+    downstream: int | None  # this node connects here, to stage s + 1
+
+
+def node_ports(base: int, stage: int, stages: int) -> NodePorts:
+    link = base + stages
+    return NodePorts(
+        coordinator=base + stage,
+        observer=base + 2 * stages + stage,
+        upstream=link + stage if stage > 0 else None,
+        downstream=link + stage + 1 if stage + 1 < stages else None,
+    )
+
+
+@dataclass(frozen=True)
+class StepInstructions:
+    """Instructions of one node in one training step (the firmware's `profile` line): per layer
+    of its stage, forward and backward summed over the step's micro-batches, the loss, the
+    optimizer step. Multiples of 40, the resolution of the timer QEMU counts them with."""
+
+    batch: int
+    samples: int
+    forward: tuple[int, ...]
+    backward: tuple[int, ...]
+    loss: int
+    optimizer: int
+    layer_types: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def per_step(self) -> int:
+        return sum(self.forward) + sum(self.backward) + self.loss + self.optimizer
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "forward": list(self.forward),
+            "backward": list(self.backward),
+            "loss": self.loss,
+            "optimizer": self.optimizer,
+            "per_step": self.per_step,
+            "samples": self.samples,
+            "layer_types": list(self.layer_types),
+        }
+
+
+def parse_profile(line: str) -> StepInstructions | None:
+    m = _PROFILE.match(line.strip())
+    if m is None:
+        return None
+
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in text.split(",")) if text else ()
+
+    return StepInstructions(
+        batch=int(m.group(1)),
+        samples=int(m.group(2)),
+        forward=numbers(m.group(3)),
+        backward=numbers(m.group(4)),
+        loss=int(m.group(5)),
+        optimizer=int(m.group(6)),
+    )
+
+
+def log_path(cluster_dir: Path, node: str) -> Path:
+    """A node's log: QEMU's output, the firmware's semihosting log among it."""
+    return cluster_dir / "logs" / f"{node}.log"
+
+
+def log_mark(log: Path) -> int:
+    """Where the log ends now: what a job writes comes after it."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def first_step(log: Path, since: int, timeout: float = 2.0) -> StepInstructions | None:
+    """The first training step a node logged after ``since`` (a log_mark). The node writes the
+    line right after acknowledging the step, long before a job ends; the wait only covers a
+    loaded host."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if log.exists():
+            with open(log, "rb") as fh:
+                fh.seek(since)
+                for raw in fh.read().decode(errors="replace").splitlines():
+                    found = parse_profile(raw)
+                    if found is not None:
+                        return found
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def lifetime_s() -> int:
+    value = os.environ.get("NMCM_QEMU_LIFETIME", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_LIFETIME_S
+
+
+def command(machine: str, elf: Path, ports: NodePorts) -> list[str]:
+    """qemu-system-arm for one node, without its ``timeout`` wrapper."""
+
+    def server(name: str, port: int) -> list[str]:
+        return ["-chardev", f"socket,id={name},host={LOOPBACK},port={port},server=on,wait=off"]
+
+    chardevs = server("coordinator", ports.coordinator) + server("observer", ports.observer)
+    serial = ["-serial", "chardev:coordinator"]
+    if ports.upstream is not None:
+        chardevs += server("upstream", ports.upstream)
+        serial += ["-serial", "chardev:upstream"]
+    else:
+        serial += ["-serial", "null"]
+    if ports.downstream is not None:
+        # A client that keeps reconnecting: the neighbour may start later or restart.
+        chardevs += [
+            "-chardev",
+            f"socket,id=downstream,host={LOOPBACK},port={ports.downstream},reconnect=1",
+        ]
+        serial += ["-serial", "chardev:downstream"]
+    else:
+        serial += ["-serial", "null"]
+    serial += ["-serial", "chardev:observer"]
+    return [
+        shutil.which(QEMU) or QEMU,
+        "-M",
+        machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        # One instruction per nanosecond of virtual time: the node's instruction counts are
+        # exact and the same on every run (firmware/apps/node-qemu/profile.h). sleep=on: a node
+        # waiting in WFI leaves the host's CPU to the other nodes and to QEMU's I/O threads,
+        # which move a frame one byte at a time; no counted piece of work contains a WFI.
+        "-icount",
+        "shift=0,sleep=on",
+        "-semihosting-config",
+        f"enable=on,target=native,arg={elf.name}",
+        *chardevs,
+        *serial,
+        "-kernel",
+        str(elf),
+    ]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def start_node(machine: str, elf: Path, ports: NodePorts, log: Path) -> tuple[int, int]:
+    """Start QEMU under ``timeout`` in its own session (a Ctrl-C of nmcm does not stop it), its
+    output appended to ``log``. Returns (QEMU's pid, the wrapper's pid)."""
+    if shutil.which(QEMU) is None:
+        raise DeployError(f"{QEMU} is not installed", hint="run `make setup` (qemu-system-arm)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            ["timeout", str(lifetime_s()), *command(machine, elf, ports)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for child in _children(proc.pid):
+            if is_node_process(child, str(elf)):
+                return child, proc.pid
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    raise DeployError(f"{QEMU} did not start: {_tail(log)} (log: {log})")
+
+
+def _tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+    return " / ".join(line.strip() for line in lines) or "no output"
+
+
+def is_node_process(pid: int, image: str | None = None) -> bool:
+    """Whether ``pid`` is a live QEMU running a node image (``image`` when given)."""
+    if pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if ") Z" in stat or not argv or Path(argv[0].decode(errors="replace")).name != QEMU:
+        return False
+    words = [a.decode(errors="replace") for a in argv]
+    if "-kernel" not in words or words.index("-kernel") + 1 >= len(words):
+        return False
+    kernel = words[words.index("-kernel") + 1]
+    if image is None:
+        return Path(kernel).name.startswith("nmcm-node-qemu")
+    return os.path.realpath(kernel) == os.path.realpath(image)
+
+
+def wait_ready(pid: int, name: str, ports: NodePorts, log: Path, cluster: str) -> None:
+    """Until the firmware answers an observer on its UART: QEMU listening is not enough, the node
+    must be serving. Raises DeployError with the log's tail if QEMU ends first."""
+    from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
+    from nmcm_deploy.protocol import Role
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if not is_node_process(pid):
+            raise DeployError(f"node {name!r} stopped at start-up: {_tail(log)} (log: {log})")
+        try:
+            link = NodeLink.open(
+                name,
+                LOOPBACK,
+                ports.observer,
+                Identity(cluster, bytes(16), 0xFFFF, 0),
+                role=Role.OBSERVER,
+                connect_timeout=0.5,
+                timeout=2.0,
+                uart=True,
+            )
+        except NodeFailed:
+            if time.monotonic() >= deadline:
+                raise DeployError(
+                    f"node {name!r} did not answer within {READY_TIMEOUT_S:.0f} s (log: {log})"
+                ) from None
+            time.sleep(0.1)
+            continue
+        link.close()
+        return
+
+
+def stop_process(pid: int, timeout: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL if QEMU lingers. Used when SHUTDOWN did not end it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not is_node_process(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if wait_exit(pid, timeout):
+            return
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        if not is_node_process(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+# --- deploying -----------------------------------------------------------------------------------
+
+
+class QemuRunner:
+    """Brings a cluster's QEMU nodes to the manifest: builds each node's image, (re)starts the
+    nodes that changed or are not running, records each one as soon as it answers."""
+
+    target = TARGET
+
+    def deploy(
+        self,
+        prepared: Prepared,
+        state: ClusterState,
+        observed: Observed,
+        changes: list[Change],
+        report: Reporter,
+    ) -> None:
+        from nmcm_deploy.build.arm import build_arm_node
+        from nmcm_deploy.profiles import mcu as mcu_profile
+        from nmcm_deploy.reconcile.cluster import stop_node
+        from nmcm_deploy.reconcile.state import NodeState
+
+        store = prepared.store
+        count = len(prepared.desired.nodes)
+        touched = {c.path.split(".")[1] for c in changes if c.path.startswith("nodes.")}
+        images: dict[str, Path] = {}
+        # Every image first: a build that fails leaves the running cluster as it was.
+        for desired in prepared.desired.nodes:
+            machine = mcu_profile(desired.mcu).qemu_machine
+            report.step(
+                f"building {desired.name} ({desired.mcu} as {machine}, stage {desired.stage})"
+            )
+            image = build_arm_node(
+                prepared.nodes_dir / desired.name, machine, desired.firmware_sha256, app=APP
+            )
+            images[desired.name] = image.elf
+        restart = [
+            d
+            for d in prepared.desired.nodes
+            if d.name in touched or not observed.running.get(d.name, False)
+        ]
+        if restart:
+            # A UART cannot tell a node that its downstream neighbour restarted (docs/protocol.md,
+            # "Under QEMU"): the nodes upstream of a restarted one restart with it.
+            last = max(d.stage for d in restart)
+            restart = [d for d in prepared.desired.nodes if d.stage <= last]
+        # Downstream first: each node then finds its neighbour listening when it starts.
+        for desired in sorted(restart, key=lambda d: -d.stage):
+            old = state.nodes.get(desired.name)
+            if old is not None:
+                stop_node(desired.name, old, prepared.cluster.name)
+            ports = node_ports(desired.port - desired.stage, desired.stage, count)
+            machine = mcu_profile(desired.mcu).qemu_machine
+            report.step(
+                f"starting {desired.name} under {QEMU} -M {machine} on "
+                f"{LOOPBACK}:{ports.coordinator}"
+            )
+            log = log_path(store.dir, desired.name)
+            pid, _ = start_node(machine, images[desired.name], ports, log)
+            wait_ready(pid, desired.name, ports, log, prepared.cluster.name)
+            state.nodes[desired.name] = NodeState(
+                stage=desired.stage,
+                mcu=desired.mcu,
+                target=desired.target,
+                blob_sha256=desired.blob_sha256,
+                config_sha256=desired.config_sha256,
+                firmware_sha256=desired.firmware_sha256,
+                image=str(images[desired.name]),
+                port=ports.coordinator,
+                observer_port=ports.observer,
+                pid=pid,
+                started_at=time.time(),
+            )
+            store.save(state)
