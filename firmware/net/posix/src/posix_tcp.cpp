@@ -74,6 +74,21 @@ void PosixTcp::adopt(int fd) {
   set_options(fd_);
 }
 
+// Loopback TCP can connect a socket to itself ("simultaneous open") when the port it dials is
+// free and in the ephemeral range; it would then occupy the port its peer is about to listen on.
+// Nobody listens there, so it counts as refused.
+static bool connected_to_itself(int fd) {
+  sockaddr_in local{};
+  sockaddr_in peer{};
+  socklen_t a = sizeof local;
+  socklen_t b = sizeof peer;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &a) != 0 ||
+      ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &b) != 0) {
+    return false;
+  }
+  return local.sin_port == peer.sin_port && local.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 IoStatus PosixTcp::connect(const char* ip, uint16_t port, uint32_t timeout_ms) {
   close();
   sockaddr_in addr{};
@@ -102,6 +117,10 @@ IoStatus PosixTcp::connect(const char* ip, uint16_t port, uint32_t timeout_ms) {
       if (ready == 0) return IoStatus::kTimeout;
       return err == ECONNREFUSED ? IoStatus::kRefused : IoStatus::kError;
     }
+  }
+  if (connected_to_itself(fd)) {
+    ::close(fd);
+    return IoStatus::kRefused;
   }
   fd_ = fd;
   set_options(fd_);

@@ -132,13 +132,15 @@ IoStatus W5500Network::listen(const Endpoint& endpoint) {
   if (!chip_.initialized()) return IoStatus::kError;
   port_ = endpoint.port;
   listening_ = true;
-  IoStatus result = IoStatus::kOk;
+  // Listening succeeds if any inbound socket listens: a peer dialling at this very moment can
+  // catch a socket between its LISTEN and our check, and accept() gives deaf sockets another try.
+  bool any = false;
   for (std::uint8_t i = 1; i < kLinks; ++i) {
     if (handed_[i]) continue;
     relisten(i);
-    if (deaf_[i]) result = IoStatus::kError;
+    if (!deaf_[i]) any = true;
   }
-  return result;
+  return any ? IoStatus::kOk : IoStatus::kError;
 }
 
 net::Transport* W5500Network::accept() {

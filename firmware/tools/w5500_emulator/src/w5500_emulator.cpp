@@ -515,8 +515,14 @@ bool W5500Emulator::open_listener(std::uint16_t host_port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(host_port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(fd, kSockets) != 0) {
+  // A peer dialling this port while nobody listens can hold it for an instant (a loopback socket
+  // connected to itself, closed as soon as it is seen): give the bind a moment before failing.
+  int bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  for (int tries = 0; bound != 0 && errno == EADDRINUSE && tries < 100; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  }
+  if (bound != 0 || ::listen(fd, kSockets) != 0) {
     ::close(fd);
     return false;
   }
@@ -702,6 +708,21 @@ void W5500Emulator::send_fin(int n) {
   }
 }
 
+// Loopback TCP can connect a socket to itself ("simultaneous open") when the port it dials is
+// free and in the ephemeral range: it would then hold the port the peer is about to listen on.
+// Nobody listens there, so it is what a chip sees as RST: refused.
+static bool connected_to_itself(int fd) {
+  sockaddr_in local{};
+  sockaddr_in peer{};
+  socklen_t a = sizeof local;
+  socklen_t b = sizeof peer;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &a) != 0 ||
+      ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &b) != 0) {
+    return false;
+  }
+  return local.sin_port == peer.sin_port && local.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 void W5500Emulator::pump_socket(int n, short revents) {
   Socket& s = sockets_[n];
   if (s.connecting) {
@@ -709,6 +730,7 @@ void W5500Emulator::pump_socket(int n, short revents) {
     socklen_t len = sizeof err;
     ::getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     s.connecting = false;
+    if (err == 0 && connected_to_itself(s.fd)) err = ECONNREFUSED;
     if (err == 0) {
       s.sr = r::ESTABLISHED;
       s.ir |= r::IR_CON;
