@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from nmcm_deploy.compiler.blob_layout import (
+    ALIGN,
+    BUFFER,
+    CRC,
+    FORMAT_VERSION,
+    HEADER,
+    LAYER,
+    MAGIC,
+    TENSOR,
+    align,
+)
 from nmcm_deploy.compiler.ir import Layer, LayerKind
 from nmcm_deploy.compiler.memory import Buffer, BufferKind, MemoryPlan, TensorInfo
 from nmcm_deploy.errors import BlobError
 
-MAGIC = b"NMCB"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sHHIHHHHHHHHIIIII16s")
-LAYER = struct.Struct("<BBBBHH3I3I6Hhh")
-TENSOR = struct.Struct("<IIHBB4II")
-BUFFER = struct.Struct("<IIBBHHH")
-CRC = struct.Struct("<I")
-ALIGN = 16
-
 FLAG_FIRST = 1
 FLAG_LAST = 2
 FLAG_MOMENTUM = 4
-
-assert HEADER.size == 64 and LAYER.size == 48 and TENSOR.size == 32 and BUFFER.size == 16
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 def _pad3(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -103,7 +98,7 @@ def write_blob(
             len(data), t.count, t.layer, 0 if t.role == "weight" else 1, len(t.shape), *dims, 0
         )
         data += arr.tobytes()
-        data += bytes(_align(len(data)) - len(data))
+        data += bytes(align(len(data)) - len(data))
 
     buffer_table = bytearray()
     for b in plan.buffers:
@@ -114,7 +109,7 @@ def write_blob(
     layer_off = HEADER.size
     tensor_off = layer_off + len(layer_table)
     buffer_off = tensor_off + len(tensor_table)
-    data_off = _align(buffer_off + len(buffer_table))
+    data_off = align(buffer_off + len(buffer_table))
     total = data_off + len(data) + CRC.size
     flags = (
         (FLAG_FIRST if plan.stage_index == 0 else 0)
@@ -187,7 +182,7 @@ def read_blob(blob: bytes) -> StageBlob:
         layer_off == HEADER.size
         and tensor_off == layer_off + n_layers * LAYER.size
         and buffer_off == tensor_off + n_tensors * TENSOR.size
-        and data_off == _align(buffer_off + n_buffers * BUFFER.size)
+        and data_off == align(buffer_off + n_buffers * BUFFER.size)
         and data_off <= total - CRC.size
     ):
         raise BlobError("table offsets are inconsistent with their counts")

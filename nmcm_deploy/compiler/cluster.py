@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nmcm_deploy.compiler.blob_layout import blob_size
 from nmcm_deploy.compiler.headers import Endpoint, NodeNetwork, stage_header
 from nmcm_deploy.compiler.ir import Layer, ModelIR
 from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
@@ -82,18 +83,6 @@ def micro_batch_size(batch_size: int, micro_batches: int) -> int:
     return math.ceil(batch_size / micro_batches)
 
 
-def estimate_blob_bytes(plan: MemoryPlan, n_layers: int) -> int:
-    from nmcm_deploy.compiler import blob as blob_format
-
-    size = blob_format.HEADER.size + n_layers * blob_format.LAYER.size
-    size += (
-        len(plan.tensors) * blob_format.TENSOR.size + len(plan.buffers) * blob_format.BUFFER.size
-    )
-    size = (size + 15) // 16 * 16
-    size += sum((4 * t.count + 15) // 16 * 16 for t in plan.tensors)
-    return size + 4
-
-
 def predict_fit(memory: MemoryPlan, blob_bytes: int, profile: McuProfile) -> StageFit:
     return StageFit(
         sram_bytes=memory.arena_bytes + profile.runtime_sram_reserve,
@@ -140,7 +129,7 @@ def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
             stage_count=len(pipeline),
         )
         layers = ir.layers[first : last + 1]
-        blob_bytes = estimate_blob_bytes(memory, len(layers))
+        blob_bytes = blob_size(memory, len(layers))
         stages.append(
             StagePlan(
                 index,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nmcm_deploy import profiles
+from nmcm_deploy.compiler.blob_layout import blob_size
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.ir import ModelIR
 from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
@@ -37,14 +38,6 @@ MAX_PORT = 65535
 MAX_SOURCE_BYTES = 1 << 20
 DIGITS_INPUTS = ([1, 8, 8], [64])  # sklearn's digits: 8x8 grey images, or their 64 pixels
 DIGITS_CLASSES = 10
-
-# Blob layout (docs/blob-format.md), to size a blob without importing numpy.
-BLOB_HEADER = 64
-BLOB_LAYER = 48
-BLOB_TENSOR = 32
-BLOB_BUFFER = 16
-BLOB_CRC = 4
-BLOB_ALIGN = 16
 
 Where = tuple[Segment, ...]
 
@@ -667,17 +660,7 @@ def stage_fit(
 
 def blob_bytes(plan: MemoryPlan, layer_count: int) -> int:
     """Size of the stage's blob (docs/blob-format.md) without building it."""
-
-    def align(n: int) -> int:
-        return (n + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
-
-    tables = (
-        BLOB_HEADER
-        + BLOB_LAYER * layer_count
-        + BLOB_TENSOR * len(plan.tensors)
-        + BLOB_BUFFER * len(plan.buffers)
-    )
-    return align(tables) + sum(align(4 * t.count) for t in plan.tensors) + BLOB_CRC
+    return blob_size(plan, layer_count)
 
 
 def _check_fit(ctx: _Context, ir: ModelIR) -> None:
