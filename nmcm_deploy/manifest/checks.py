@@ -22,6 +22,7 @@ from typing import Any
 
 from nmcm_deploy import profiles
 from nmcm_deploy.compiler.blob_layout import blob_size
+from nmcm_deploy.compiler.cluster import micro_batch_size, predict_fit
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.ir import ModelIR
 from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
@@ -643,18 +644,19 @@ def stage_fit(
         ir,
         first,
         last,
-        micro_batch=math.ceil(batch_size / micro_batches),
+        micro_batch=micro_batch_size(batch_size, micro_batches),
         slots=stage_slots(schedule, micro_batches),
         momentum=momentum,
         stage_index=stage_index,
         stage_count=stage_count,
     )
-    blob = blob_bytes(plan, last - first + 1)
+    blob = blob_size(plan, last - first + 1)
+    fit = predict_fit(plan, blob, mcu)
     return StageFit(
         arena_bytes=plan.arena_bytes,
-        sram_bytes=plan.arena_bytes + mcu.runtime_sram_reserve,
+        sram_bytes=fit.sram_bytes,
         blob_bytes=blob,
-        flash_bytes=blob + mcu.runtime_flash_reserve,
+        flash_bytes=fit.flash_bytes,
     )
 
 
