@@ -212,9 +212,11 @@ def plan_stage(
 
     # Gradients with respect to activations: g_L arrives at step L; g_i (i < L) is written by the
     # backward of layer i (step 2L - i) and read by the backward of layer i-1 or sent upstream.
-    # The first stage never computes g_0 (nor anything aliased to it).
+    # The first stage never computes g_0 (nor anything aliased to it), unless that storage is
+    # also the stage output of a stage with a downstream neighbour (a first stage of flattens
+    # only): GRADIENTS from downstream land there.
     for group in groups:
-        if group[0] == 0 and is_first:
+        if group[0] == 0 and is_first and not (group[-1] == n_layers and not is_last):
             continue
         produced = n_layers if group[-1] == n_layers else 2 * n_layers - group[-1]
         consumed = 2 * n_layers - group[0] + 1

@@ -273,6 +273,9 @@ Status check_buffers(const uint8_t* blob, StageLayout* out) {
   const bool momentum = (h.flags & kFlagMomentum) != 0;
   uint16_t group[kMaxLayers + 1];
   alias_groups(*out, group);
+  // The first stage computes no gradient for its input (nor what aliases it), unless that storage
+  // is also the output of a stage with a downstream neighbour: GRADIENTS land there.
+  const bool input_grad = !first || (group[n] == 0 && !last);
 
   for (uint32_t t = 0; t < kMaxTensors; ++t)
     out->param[t] = out->grad[t] = out->momentum[t] = kNoBuffer;
@@ -326,8 +329,7 @@ Status check_buffers(const uint8_t* blob, StageLayout* out) {
           if (b.slot != kSharedSlot) {
             return malformed("buffer", k, "activation gradients are shared, not per slot");
           }
-          // The first stage computes no gradient for its input (nor what aliases it).
-          if (first && group[b.index] == 0) continue;
+          if (!input_grad && group[b.index] == 0) continue;
           target = &out->act_grad[b.index];
           break;
         }
@@ -373,7 +375,7 @@ Status check_buffers(const uint8_t* blob, StageLayout* out) {
     for (uint32_t s = 0; s < h.slots; ++s) {
       if (out->act[i][s] == kNoBuffer) return malformed("activation", i, "buffer is missing");
     }
-    if (!(first && group[i] == 0) && out->act_grad[i] == kNoBuffer) {
+    if ((input_grad || group[i] != 0) && out->act_grad[i] == kNoBuffer) {
       return malformed("activation", i, "gradient buffer is missing");
     }
   }

@@ -67,10 +67,9 @@ IoResult UartLink::recv_some(void* data, size_t capacity, uint32_t timeout_ms) {
 bool UartLink::service() {
   if (channel_ == nullptr) return false;
   bool moved = false;
-  // One byte at a time, and only while the buffer could take a whole preamble's worth of bytes
-  // that turn out to be data. A connection the peer has left is not read further: the bytes
-  // behind its OPEN belong to the next connection, which starts when the node lets go of this one.
-  while (state_ != State::kPeerGone && kBufferSize - count_ >= kLinkPreambleSize) {
+  // A connection the peer has left is not read further: the bytes behind its OPEN belong to the
+  // next connection, which starts when the node lets go of this one.
+  while (state_ != State::kPeerGone && count_ < kBufferSize) {
     uint8_t byte = 0;
     if (channel_->read_some(&byte, 1) == 0) break;
     moved = true;
@@ -79,24 +78,24 @@ bool UartLink::service() {
   return moved;
 }
 
+// Every byte is data the moment it arrives, also while it may be the start of a preamble: held
+// back, the last bytes of a frame that happen to begin like one (a CRC ending in 0xA5, say) would
+// wait for a next byte that the peer sends only after the node answered that frame. When a
+// preamble does complete, the prefix bytes the node has not read yet are taken back; any it did
+// read belong to a connection that is over.
 void UartLink::feed(uint8_t byte) {
-  if (matched_ == kPrefixSize) {
+  if (matched_ == kPrefixSize && is_signal(byte)) {
+    count_ -= matched_pushed_ < count_ ? matched_pushed_ : count_;
     matched_ = 0;
-    if (is_signal(byte)) {
-      signal(static_cast<LinkSignal>(byte));
-      return;
-    }
-    for (uint8_t i = 0; i < kPrefixSize; ++i) deliver(kLinkPrefix[i]);
+    matched_pushed_ = 0;
+    signal(static_cast<LinkSignal>(byte));
+    return;
   }
-  if (byte == kLinkPrefix[matched_]) {
+  if (matched_ < kPrefixSize && byte == kLinkPrefix[matched_]) {
     ++matched_;
-    return;
-  }
-  for (uint8_t i = 0; i < matched_; ++i) deliver(kLinkPrefix[i]);
-  matched_ = 0;
-  if (byte == kLinkPrefix[0]) {
-    matched_ = 1;
-    return;
+  } else {
+    matched_pushed_ = 0;
+    matched_ = byte == kLinkPrefix[0] ? 1 : 0;
   }
   deliver(byte);
 }
@@ -106,9 +105,11 @@ void UartLink::deliver(uint8_t byte) {
     case State::kOpen:
     case State::kPending:  // the peer may send its HELLO before our ACCEPT reaches it
       push(byte);
+      if (matched_ > 0) ++matched_pushed_;
       break;
     case State::kIdle:
-      if (side_ == Side::kListener) stray_byte();
+      // A byte that may start an OPEN is not stray (yet).
+      if (side_ == Side::kListener && matched_ == 0) stray_byte();
       break;
     case State::kConnecting:  // left over from an earlier connection
     case State::kPeerGone:    // not reached: the link is not read in this state
@@ -146,6 +147,7 @@ void UartLink::push(uint8_t byte) {
 void UartLink::clear() {
   head_ = 0;
   count_ = 0;
+  matched_pushed_ = 0;
 }
 
 bool UartLink::send_preamble(LinkSignal kind) {

@@ -71,7 +71,8 @@ class UartLink final : public net::Transport {
   // Closing is up to the network (UartNetwork::release): the link must know it is free again.
   void close() override {}
 
-  // Reads what the UART has (as far as the buffer takes it) through the preamble matcher.
+  // Reads what the UART has (as far as the buffer takes it) through the preamble matcher; a byte
+  // is readable as soon as it has arrived.
   // True if a byte moved.
   bool service();
   State state() const { return state_; }
@@ -102,6 +103,7 @@ class UartLink final : public net::Transport {
   bool held_by_node_ = false;  // handed out by accept() or connect(), not yet released
   bool reopened_ = false;      // listener: an OPEN came while the node held the old connection
   uint8_t matched_ = 0;        // bytes of kLinkPrefix matched so far (or all 15: the kind next)
+  size_t matched_pushed_ = 0;  // of those, how many went into the buffer as data
   uint8_t buffer_[kBufferSize] = {};
   size_t head_ = 0;
   size_t count_ = 0;
