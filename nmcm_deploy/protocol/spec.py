@@ -67,6 +67,7 @@ class ErrorCode(IntEnum):
     STAGE_MISMATCH = 14
     BUSY = 15
     INTERNAL = 16
+    NON_FINITE = 17
 
 
 class Role(IntEnum):

@@ -117,6 +117,8 @@ const char* error_name(ErrorCode code) {
       return "busy";
     case ErrorCode::kInternal:
       return "internal";
+    case ErrorCode::kNonFinite:
+      return "non_finite";
   }
   return "?";
 }

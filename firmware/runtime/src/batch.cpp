@@ -76,6 +76,26 @@ void Node::executor_failed(const Status& status) {
   if (coordinator != nullptr) error_close(*coordinator, ErrorCode::kInternal, 0, why.c_str(), meta);
 }
 
+// docs/protocol.md, NON_FINITE: a NaN or infinity spreads to every weight within a step or two and
+// the loss hides it (the log is clamped), so the first one stops the job where it appeared.
+bool Node::check_finite(const float* data, uint32_t n, const char* what, uint16_t micro_batch) {
+  const uint32_t at = first_non_finite(data, n);
+  if (at == n) return true;
+  Text why;
+  why.s(data[at] != data[at] ? "NaN" : "infinity").s(" in ").s(what).s(" at element ").u(at);
+  why.s(" (batch ").u(batch_.id).s(", epoch ").u(batch_.epoch).s(", micro-batch ").u(micro_batch);
+  why.s(")");
+  log(why.c_str());
+  failed_ = true;
+  invalidate_weights(0);
+  const FrameMeta meta = batch_meta(micro_batch);
+  drop_batch("a non-finite value");
+  Connection* coordinator = holder(Peer::kCoordinator);
+  if (coordinator != nullptr)
+    error_close(*coordinator, ErrorCode::kNonFinite, at, why.c_str(), meta);
+  return false;
+}
+
 // The receiver's checks of a batch frame against the open batch; false with a refusal set.
 bool Node::check_batch_frame(Connection& c, const FrameHeader& h) {
   Text why;
@@ -289,6 +309,10 @@ void Node::on_tensor(Connection& c) {
         executor_failed(status);
         return;
       }
+      if (!check_finite(stage_.output(slot), uint32_t{s.samples} * stage_.output_floats(),
+                        "the stage's output", s.micro_batch)) {
+        return;
+      }
       s.forwarded = true;
       if (!stage_.is_last()) {
         s.output_pending = true;
@@ -321,6 +345,10 @@ void Node::on_tensor(Connection& c) {
         return;
       }
       if (!stage_.is_first()) {
+        if (!check_finite(stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats(),
+                          "the gradient for upstream", s.micro_batch)) {
+          return;
+        }
         Connection* up = holder(Peer::kUpstream);
         uint8_t fixed[net::TensorHead::kSize];
         net::encode(net::TensorHead{s.samples, stage_.input_floats()}, fixed);
@@ -352,6 +380,7 @@ void Node::finish_last(uint32_t slot) {
     executor_failed(status);
     return;
   }
+  if (!check_finite(&result.loss_sum, 1, "the loss", s.micro_batch)) return;
   Connection* coordinator = holder(Peer::kCoordinator);
   if (coordinator == nullptr) {
     drop_batch("the coordinator is gone");
@@ -373,6 +402,10 @@ void Node::finish_last(uint32_t slot) {
       return;
     }
     if (!stage_.is_first()) {
+      if (!check_finite(stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats(),
+                        "the gradient for upstream", s.micro_batch)) {
+        return;
+      }
       Connection* up = holder(Peer::kUpstream);
       if (up == nullptr) {
         drop_batch("the upstream neighbour is gone");
@@ -477,6 +510,12 @@ void Node::on_step(Connection& c) {
   if (!status.ok()) {
     executor_failed(status);
     return;
+  }
+  for (uint32_t t = 0; t < stage_.tensor_count(); ++t) {
+    const TensorView w = stage_.weights(t);
+    Text what;
+    what.s("tensor ").u(t).s(" after the step");
+    if (!check_finite(w.data, w.count(), what.c_str(), 0)) return;
   }
   ++steps_;
   if (stage_.is_last()) {

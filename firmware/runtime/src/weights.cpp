@@ -90,6 +90,17 @@ void Node::on_set_weights(Connection& c) {
   net::WeightsHead head{};
   net::decode(c.decoder.fixed(), &head);
   const uint32_t kind = static_cast<uint32_t>(head.kind);
+  const float* chunk = tensor_data(head.tensor, head.kind) + head.offset;
+  const uint32_t bad = first_non_finite(chunk, head.count);
+  if (bad < head.count) {
+    // The chunk is in the tensor already: the tensor is not the one the sender meant either.
+    invalidate_weights(static_cast<uint8_t>(kind));
+    Text why;
+    why.s(chunk[bad] != chunk[bad] ? "NaN" : "infinity").s(" in SET_WEIGHTS of tensor ");
+    why.u(head.tensor).s(" at element ").u(head.offset + bad);
+    refuse(c, ErrorCode::kNonFinite, head.offset + bad, why.c_str(), meta_of(c.decoder.header()));
+    return;
+  }
   uint32_t& upto = valid_upto_[kind][head.tensor];
   // Chunks in order (as senders send them) make a tensor whole again.
   if (head.offset <= upto && head.offset + head.count > upto) upto = head.offset + head.count;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "node_client.h"
@@ -315,6 +316,89 @@ TEST(NodeTraining, NoSetWeightsWhileABatchIsOpen) {
   EXPECT_EQ(s.state, net::NodeState::kIdle);
   EXPECT_EQ(s.batch, 5u);
   EXPECT_EQ(s.steps, 0u);
+}
+
+// The first answer of the batch that is not METRICS or ACK (an ERROR), after INPUTS and LABELS of
+// one micro-batch and then STEP; a default Received if everything was answered normally.
+Received batch_until_error(Client& c, uint32_t id, const Batch& b, uint32_t features, float lr) {
+  const uint16_t n = static_cast<uint16_t>(b.y.size());
+  c.send_message(MsgType::kBatchBegin,
+                 net::BatchBegin{n, 1, net::Mode::kTrain, net::LossCode::kCrossEntropy, 3},
+                 net::FrameMeta{0, id, 0});
+  Received r = c.receive();
+  if (r.type() != MsgType::kAck) return r;
+  const net::FrameMeta meta{0, id, 0};
+  c.send_message(MsgType::kInputs, net::TensorHead{n, features}, meta, b.x.data(),
+                 uint32_t{n} * features * 4);
+  c.send_message(MsgType::kLabels, net::LabelsHead{n}, meta, b.y.data(), uint32_t{n} * 4);
+  for (int answers = 0; answers < 2; ++answers) {
+    r = c.receive();
+    if (r.type() != MsgType::kMetrics && r.type() != MsgType::kAck) return r;
+  }
+  c.send_message(MsgType::kStep, net::Step{lr, 0.0f, 0.0f}, meta);
+  r = c.receive();
+  return r.type() == MsgType::kAck ? Received{} : r;
+}
+
+// A NaN or infinity anywhere in a micro-batch's inputs stops the job with NON_FINITE within that
+// batch (in forward, or in the weights after the step where a ReLU hid it), and the node will
+// not train on until its weights are set again.
+TEST(NodeTraining, NonFiniteInputsStopTheJobWithinTheirBatch) {
+  const std::vector<uint8_t> blob = test::golden("mlp_whole");
+  std::mt19937 rng(5);
+  const float bad[] = {NAN, INFINITY, -INFINITY};
+  for (int trial = 0; trial < 6; ++trial) {
+    TestNode node(blob);
+    ASSERT_TRUE(node.started());
+    auto c = test::connect_coordinator(node);
+    Batch b = make_batch(rng, node.stage(), {4});
+    b.x[rng() % b.x.size()] = bad[trial % 3];
+    const Received r = batch_until_error(*c, 1, b, node.stage().input_floats(), 0.05f);
+    EXPECT_EQ(r.type(), MsgType::kError) << "trial " << trial;
+    EXPECT_EQ(r.error_code(), ErrorCode::kNonFinite) << "trial " << trial << ": " << r.reason();
+    EXPECT_NE(r.reason().find("batch 1, epoch 3"), std::string::npos) << r.reason();
+    EXPECT_TRUE(c->closed_by_peer());
+    auto again = test::connect_coordinator(node);
+    const Batch ok = make_batch(rng, node.stage(), {4});
+    const Received refused = batch_until_error(*again, 2, ok, node.stage().input_floats(), 0.05f);
+    EXPECT_EQ(refused.error_code(), ErrorCode::kUnexpected) << refused.reason();
+  }
+}
+
+// A step that overflows a weight (a learning rate far too large) is answered NON_FINITE.
+TEST(NodeTraining, AStepThatOverflowsAWeightIsAnsweredNonFinite) {
+  TestNode node(test::golden("mlp_whole"));
+  ASSERT_TRUE(node.started());
+  auto c = test::connect_coordinator(node);
+  std::mt19937 rng(6);
+  const Batch b = make_batch(rng, node.stage(), {4});
+  const Received r = batch_until_error(*c, 1, b, node.stage().input_floats(), 3e38f);
+  EXPECT_EQ(r.error_code(), ErrorCode::kNonFinite) << r.reason();
+  EXPECT_NE(r.reason().find("after the step"), std::string::npos) << r.reason();
+}
+
+// SET_WEIGHTS with a NaN or infinity anywhere is refused, and the tensor must be set again.
+TEST(NodeTraining, SetWeightsWithANonFiniteValueIsRefused) {
+  TestNode node(test::golden("mlp_whole"));
+  ASSERT_TRUE(node.started());
+  const uint32_t count = node.stage().weights(1).count();  // a bias: one chunk
+  for (uint32_t at : {0u, count / 2, count - 1}) {
+    auto c = test::connect_coordinator(node);
+    std::vector<float> w(count, 0.25f);
+    w[at] = NAN;
+    c->send_message(MsgType::kSetWeights,
+                    net::WeightsHead{1, net::TensorKind::kParameter, 0, count, count},
+                    net::kNoBatch, w.data(), count * 4);
+    const Received r = c->receive();
+    EXPECT_EQ(r.error_code(), ErrorCode::kNonFinite) << r.reason();
+    EXPECT_NE(r.reason().find("element " + std::to_string(at)), std::string::npos) << r.reason();
+    EXPECT_TRUE(c->closed_by_peer());
+  }
+  auto c = test::connect_coordinator(node);
+  std::mt19937 rng(7);
+  const Batch b = make_batch(rng, node.stage(), {4});
+  EXPECT_EQ(batch_until_error(*c, 1, b, node.stage().input_floats(), 0.05f).error_code(),
+            ErrorCode::kUnexpected);  // weights invalid: not one batch until they are set again
 }
 
 }  // namespace

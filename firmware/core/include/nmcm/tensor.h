@@ -34,6 +34,17 @@ constexpr Shape shape4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   return Shape{{a, b, c, d}, 4};
 }
 
+// Index of the first NaN or infinity among data[0..n), or n if every value is finite. By the bit
+// pattern (all exponent bits set), so that it holds whatever the compiler's float options.
+inline uint32_t first_non_finite(const float* data, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, data + i, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return i;
+  }
+  return n;
+}
+
 struct TensorView {
   float* data;
   Shape shape;

@@ -300,8 +300,8 @@ TEST(UartNetwork, StreamsArriveExactlyWhateverTheirPiecesAndReads) {
     const Bytes all = data + tail;
     while (at < all.size() || end == IoStatus::kOk) {
       const size_t piece = std::min<size_t>(all.size() - at, 1 + next(40));
-      l.coordinator.arrive(Bytes(all.begin() + static_cast<long>(at),
-                                 all.begin() + static_cast<long>(at + piece)));
+      l.coordinator.arrive(
+          Bytes(all.begin() + static_cast<long>(at), all.begin() + static_cast<long>(at + piece)));
       at += piece;
       uint8_t buf[64];
       const net::IoResult r = t->recv_some(buf, 1 + next(sizeof buf), 0);

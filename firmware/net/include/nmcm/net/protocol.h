@@ -62,8 +62,9 @@ enum class ErrorCode : uint16_t {
   kStageMismatch = 14,
   kBusy = 15,
   kInternal = 16,
+  kNonFinite = 17,
 };
-constexpr uint16_t kLastErrorCode = 16;
+constexpr uint16_t kLastErrorCode = 17;
 
 enum class Role : uint8_t {
   kCoordinator = 1,

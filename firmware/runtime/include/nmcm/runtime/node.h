@@ -238,6 +238,9 @@ class Node {
   void flush_outputs();
   void drop_batch(const char* why);
   void executor_failed(const Status& status);
+  // False (and the job stopped: NON_FINITE to the coordinator, weights invalid) if data[0..n)
+  // holds a NaN or infinity; `what` names the values for the reason.
+  bool check_finite(const float* data, uint32_t n, const char* what, uint16_t micro_batch);
   bool batch_needs_neighbours() const;
   int32_t find_slot(uint16_t micro_batch) const;
   int32_t take_slot(uint16_t micro_batch, uint16_t samples);
