@@ -5,13 +5,17 @@ metrics.json follows DESIGN.md ("Artifacts of apply"); more keys are allowed, no
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmcm_deploy.reconcile.state import atomic_write
+from nmcm_deploy.errors import NmcmError
 
 METRICS_FORMAT = 1
 
@@ -63,7 +67,7 @@ class EpochSummary:
     epoch: int
     loss: float
     train_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None  # None without a test set
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +89,7 @@ class RunSummary:
     epochs: Sequence[EpochSummary]
     wall_time_s: float
     nodes: Sequence[NodeSummary]
+    warnings: Sequence[str] = ()
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -96,7 +101,12 @@ class RunSummary:
             "epochs": [e.as_dict() for e in self.epochs],
             "wall_time_s": round(self.wall_time_s, 3),
             "nodes": [n.as_dict() for n in self.nodes],
+            "warnings": list(self.warnings),
         }
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _pct(used: int, capacity: int) -> str:
@@ -144,6 +154,7 @@ def report_markdown(summary: RunSummary) -> str:
         f"Trained {len(summary.epochs)} epoch(s) in {summary.wall_time_s:.1f} s, schedule "
         f"`{summary.schedule}` with {summary.micro_batches} micro-batch(es) per batch.",
         "",
+        *(f"> **Warning:** {w}\n" for w in summary.warnings),
         "| node | MCU | stage | layers | parameters | SRAM used / available "
         "| flash used / available | compute s | comm s | idle s | bytes sent |",
         "|---|---|---:|---|---:|---|---|---:|---:|---:|---:|",
@@ -162,7 +173,7 @@ def report_markdown(summary: RunSummary) -> str:
     ]
     for e in summary.epochs:
         lines.append(
-            f"| {e.epoch} | {e.loss:.4f} | {e.train_accuracy:.4f} | {e.test_accuracy:.4f} "
+            f"| {e.epoch} | {e.loss:.4f} | {e.train_accuracy:.4f} | {_accuracy(e.test_accuracy)} "
             f"| {e.seconds:.2f} |"
         )
     rows = instruction_rows(summary)
@@ -191,30 +202,87 @@ def write_plot(summary: RunSummary, path: Path) -> None:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss")
     ax_acc.plot(epochs, [e.train_accuracy for e in summary.epochs], marker="o", label="train")
-    ax_acc.plot(epochs, [e.test_accuracy for e in summary.epochs], marker="s", label="test")
+    tested = [e for e in summary.epochs if e.test_accuracy is not None]
+    if tested:
+        ax_acc.plot(
+            [e.epoch for e in tested], [e.test_accuracy for e in tested], marker="s", label="test"
+        )
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)
     ax_acc.legend()
     fig.suptitle(f"{summary.cluster} ({summary.target}, {summary.schedule})")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+
+
+ARTIFACTS = ("model.pt", "metrics.json", "report.md", "training.png")
+# The sets live in out/.artifacts/<run>/; out/.artifacts/current points at one, and each artifact
+# name in out points through it.
+SETS = ".artifacts"
+CURRENT = "current"
+
+
+class ArtifactError(NmcmError):
+    """The artifacts could not be written (a read-only or full file system, say)."""
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _link(target: str, path: Path) -> None:
+    """Make ``path`` a symlink to ``target`` in one rename (whatever ``path`` was before)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
 
 
 def write_artifacts(summary: RunSummary, state_dict: dict[str, Any], out: Path) -> list[Path]:
-    """model.pt, metrics.json, report.md and training.png in ``out``, each written atomically."""
+    """model.pt, metrics.json, report.md and training.png in ``out``, as one set.
+
+    The set is written whole into a folder of its own under out/.artifacts/, then made current
+    by renaming one symlink over out/.artifacts/current; each artifact in ``out`` is a symlink
+    through it. So ``out`` holds the last complete set, never a mix of two runs, whenever the
+    writing stops (a kill, a full disk). Raises ArtifactError naming the path that failed.
+    """
     import io
 
     import torch
 
-    out.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    atomic_write(out / "model.pt", buffer.getvalue())
-    atomic_write(out / "metrics.json", (json.dumps(summary.metrics(), indent=2) + "\n").encode())
-    atomic_write(out / "report.md", report_markdown(summary).encode())
-    write_plot(summary, out / "training.png")
-    return [out / n for n in ("model.pt", "metrics.json", "report.md", "training.png")]
+    sets = out / SETS
+    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+    folder = sets / run
+    try:
+        folder.mkdir(parents=True)
+        buffer = io.BytesIO()
+        torch.save(state_dict, buffer)
+        _write_file(folder / "model.pt", buffer.getvalue())
+        metrics = json.dumps(summary.metrics(), indent=2, allow_nan=False) + "\n"
+        _write_file(folder / "metrics.json", metrics.encode())
+        _write_file(folder / "report.md", report_markdown(summary).encode())
+        write_plot(summary, folder / "training.png")
+        _link(run, sets / CURRENT)
+        for name in ARTIFACTS:
+            _link(f"{SETS}/{CURRENT}/{name}", out / name)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        where = exc.filename or folder
+        raise ArtifactError(
+            f"cannot write the artifacts: {where}: {exc.strerror or exc}",
+            hint="choose another folder with --out",
+        ) from None
+    for old in sets.iterdir():
+        if old.name not in (run, CURRENT) and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+    return [out / name for name in ARTIFACTS]

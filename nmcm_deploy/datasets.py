@@ -48,9 +48,19 @@ def load_dataset(
     test_fraction: float,
     shuffle: bool,
     seed: int,
+    classes: int | None = None,
 ) -> Dataset:
+    """The training and test sets. ``classes``: the model's output size, which every label must
+    be below. Refuses (DatasetError) an empty training set, a NaN or infinity in any input, and
+    labels outside the classes, naming the array and the first bad index."""
     if npz is not None:
-        return _load_npz(npz, input_shape, test_fraction, shuffle, seed)
+        data = _load_npz(npz, input_shape, test_fraction, shuffle, seed, classes)
+        if len(data.x_train) == 0:
+            raise DatasetError(
+                f"{npz.name}: no training samples are left after holding out test_fraction "
+                f"{test_fraction} of {len(data.x_train) + len(data.x_test)}"
+            )
+        return data
     if name == "sklearn-digits":
         from sklearn.datasets import load_digits
 
@@ -74,8 +84,35 @@ def _reshape(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarr
     return np.ascontiguousarray(x.reshape(len(x), *input_shape), dtype=np.float32)
 
 
+def _index(flat: int, shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
+
+
+def _check_finite(path: Path, key: str, x: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(x))
+    if len(bad):
+        value = x.reshape(-1)[bad[0]]
+        raise DatasetError(
+            f"{path.name}: {key}{_index(int(bad[0]), x.shape)} is {value}; every input value "
+            f"must be finite ({len(bad)} are not)"
+        )
+
+
+def _check_labels(path: Path, key: str, y: np.ndarray, classes: int | None) -> None:
+    outside = y < 0 if classes is None else (y < 0) | (y >= classes)
+    bad = np.flatnonzero(outside)
+    if len(bad):
+        span = ">= 0" if classes is None else f"in 0..{classes - 1} (the model's {classes} outputs)"
+        raise DatasetError(f"{path.name}: {key}[{int(bad[0])}] is {int(y[bad[0]])}, not {span}")
+
+
 def _load_npz(
-    path: Path, input_shape: tuple[int, ...], test_fraction: float, shuffle: bool, seed: int
+    path: Path,
+    input_shape: tuple[int, ...],
+    test_fraction: float,
+    shuffle: bool,
+    seed: int,
+    classes: int | None = None,
 ) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -93,23 +130,31 @@ def _load_npz(
         )
     if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
         raise DatasetError(f"{path}: y_train must be {len(x)} integer class ids")
+    if len(x) == 0:
+        raise DatasetError(f"{path.name}: x_train holds no samples")
+    # Checked as float32, the type the nodes compute in: 1e39 is an infinity there.
     x = x.astype(np.float32)
+    _check_finite(path, "x_train", x)
+    _check_labels(path, "y_train", y, classes)
     y = y.astype(np.int64)
     if "x_test" in arrays and "y_test" in arrays:
-        xv = arrays["x_test"].astype(np.float32)
-        yv = arrays["y_test"].astype(np.int64)
+        xv, yv = arrays["x_test"], arrays["y_test"]
         if xv.shape[1:] != tuple(input_shape):
             raise DatasetError(f"{path}: x_test is shaped {list(xv.shape)}")
+        if not np.issubdtype(yv.dtype, np.integer) or yv.shape != (len(xv),):
+            raise DatasetError(f"{path}: y_test must be {len(xv)} integer class ids")
+        xv = xv.astype(np.float32)
+        _check_finite(path, "x_test", xv)
+        _check_labels(path, "y_test", yv, classes)
+        yv = yv.astype(np.int64)
         if shuffle:
             order = np.random.default_rng(seed).permutation(len(x))
             x, y = x[order], y[order]
         xt, yt = x, y
     else:
         xt, yt, xv, yv = _split(x, y, test_fraction, shuffle, seed)
-    classes = int(max(yt.max(initial=0), yv.max(initial=0))) + 1
-    if yt.min(initial=0) < 0:
-        raise DatasetError(f"{path}: class ids must be >= 0")
-    return Dataset(xt, yt, xv, yv, classes)
+    found = int(max(yt.max(initial=0), yv.max(initial=0))) + 1
+    return Dataset(xt, yt, xv, yv, classes if classes is not None else found)
 
 
 def batch_order(

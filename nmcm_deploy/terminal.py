@@ -92,6 +92,12 @@ def error(exc: NmcmError | str) -> None:
         print(f"::error::{_escape_annotation(message)}", flush=True)
 
 
+def warning(message: str) -> None:
+    err().print(f"[bold yellow]warning:[/] {_markup_escape(message)}")
+    if in_github_actions():
+        print(f"::warning::{_escape_annotation(message)}", flush=True)
+
+
 def info(message: str) -> None:
     err().print(message, markup=False)
 

@@ -10,6 +10,8 @@ import pytest
 from nmcm_deploy.compiler.ir import LayerKind
 from nmcm_deploy.errors import ManifestInvalid, ModelError
 from nmcm_deploy.manifest import load_manifest
+from nmcm_deploy.manifest.loader import load_yaml
+from nmcm_deploy.manifest.model import build_manifest
 
 VALID = Path(__file__).parent / "manifests" / "valid"
 INVALID = Path(__file__).parent / "manifests" / "invalid"
@@ -68,7 +70,8 @@ def test_paths_are_resolved_against_the_manifest(tmp_path: Path) -> None:
     start, end = text.index("    layers:"), text.index("  dataset:")
     text = text[:start] + "    source: {file: models/net.py}\n    weights: w.pt\n" + text[end:]
     (tmp_path / "m.yaml").write_text(text)
-    m = load_manifest(tmp_path / "m.yaml")
+    # The typed view only (the stub factory and empty weights would not pass the content checks).
+    m = build_manifest(load_yaml(tmp_path / "m.yaml"))
     assert m.model.source is not None
     assert m.model.source.file == tmp_path.resolve() / "models" / "net.py"
     assert m.model.source.factory == "build"

@@ -6,13 +6,23 @@ Exit codes: 0 success, 1 error (invalid manifest, failed build, ...), 2 only for
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
 
 from nmcm_deploy import __version__, terminal
 from nmcm_deploy.cli import apply, build, down, export, plan, probes, status, validate
-from nmcm_deploy.errors import EXIT_CHANGES, EXIT_USAGE, ChangesPending, ManifestInvalid, NmcmError
+from nmcm_deploy.errors import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ChangesPending,
+    ManifestInvalid,
+    NmcmError,
+)
+
+FILE_SYSTEM_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 app = typer.Typer(
     name="nmcm",
@@ -71,6 +81,13 @@ def main() -> None:
     except NmcmError as exc:
         terminal.error(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A file system that refuses a write (read-only, full, permissions) where no domain code
+        # named it already: the user's to fix, so a message and not a traceback.
+        if exc.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        terminal.error(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         terminal.error("interrupted")
         sys.exit(130)

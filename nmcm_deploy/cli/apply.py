@@ -110,9 +110,10 @@ def _result(cluster: str, changes: list[Change], artifacts: str) -> dict[str, An
 
 
 def _epoch_line(e: EpochResult, total: int) -> str:
+    tested = "no test set" if e.test_accuracy is None else f"test accuracy {e.test_accuracy:.3f}"
     return (
         f"epoch {e.epoch}/{total}: loss {e.loss:.4f}, train accuracy {e.train_accuracy:.3f}, "
-        f"test accuracy {e.test_accuracy:.3f} ({e.seconds:.1f} s)"
+        f"{tested} ({e.seconds:.1f} s)"
     )
 
 
@@ -200,9 +201,11 @@ def print_summary(summary: RunSummary) -> None:
                 e.epoch,
                 f"{e.loss:.4f}",
                 f"{e.train_accuracy:.4f}",
-                f"{e.test_accuracy:.4f}",
+                "-" if e.test_accuracy is None else f"{e.test_accuracy:.4f}",
                 f"{e.seconds:.2f}",
             )
             for e in summary.epochs
         ],
     )
+    for warning in summary.warnings:
+        terminal.warning(warning)

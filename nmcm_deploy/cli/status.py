@@ -158,9 +158,8 @@ def _print(doc: dict[str, Any]) -> None:
     line = f"training job: {job['status']}"
     if job.get("final"):
         f = job["final"]
-        line += (
-            f"; after epoch {f['epoch']}: loss {f['loss']:.4f}, test accuracy "
-            f"{f['test_accuracy']:.3f}"
+        line += f"; after epoch {f['epoch']}: loss {f['loss']:.4f}, test accuracy " + (
+            "-" if f.get("test_accuracy") is None else f"{f['test_accuracy']:.3f}"
         )
     if job.get("error"):
         line += f"; error: {job['error']}"

@@ -174,7 +174,14 @@ def node_network(manifest: Manifest, plan: ClusterPlan, index: int, target: str)
 
 def build_model(manifest: Manifest) -> tuple[nn.Module, ModelIR]:
     """The torch module the manifest describes, with its starting weights, and its IR."""
-    from nmcm_deploy.compiler.frontend import inline_module, load_factory, load_weights, trace
+    from nmcm_deploy.compiler.frontend import (
+        check_finite_weights,
+        factory_time_limit,
+        inline_module,
+        load_factory,
+        load_weights,
+        trace,
+    )
 
     spec = manifest.model
     module: nn.Module
@@ -182,10 +189,14 @@ def build_model(manifest: Manifest) -> tuple[nn.Module, ModelIR]:
         ir = spec.ir()
         module = inline_module(ir, spec.seed)
     else:
-        module = load_factory(spec.source.file, spec.source.factory, spec.seed)
-        ir = trace(module, tuple(spec.input))
+        with factory_time_limit(spec.source.file, spec.source.factory):
+            module = load_factory(spec.source.file, spec.source.factory, spec.seed)
+            ir = trace(module, tuple(spec.input))
     if spec.weights is not None:
         load_weights(module, spec.weights)
+        check_finite_weights(module, "spec.model.weights", spec.weights.name)
+    elif spec.source is not None:
+        check_finite_weights(module, "spec.model.source.factory", f"{spec.source.factory}()")
     return module, ir
 
 

@@ -6,10 +6,14 @@ never reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import operator
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,73 @@ def inline_module(ir: ModelIR, seed: int) -> nn.Sequential:
         else:
             modules.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding))
     return nn.Sequential(*modules)
+
+
+# A factory is the user's code: importing it, calling it and tracing its module run under a time
+# limit, so that one that never returns ends in an error naming it, not a silent hang.
+TRACE_TIMEOUT_ENV = "NMCM_TRACE_TIMEOUT"
+DEFAULT_TRACE_TIMEOUT_S = 60.0
+
+
+class _OutOfTime(BaseException):  # not an Exception: the user's `except Exception` lets it by
+    pass
+
+
+def trace_timeout() -> float:
+    """Seconds the factory may take: $NMCM_TRACE_TIMEOUT, else a minute."""
+    text = os.environ.get(TRACE_TIMEOUT_ENV, "")
+    if not text:
+        return DEFAULT_TRACE_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ModelError(f"{TRACE_TIMEOUT_ENV}={text!r} is not a positive number of seconds")
+    return seconds
+
+
+@contextlib.contextmanager
+def factory_time_limit(file: Path, factory: str) -> Iterator[None]:
+    """Raise ModelError if the block (the factory's import, call and tracing) outlasts
+    trace_timeout(). A timer signal interrupts Python code; only the main thread gets one, so
+    elsewhere the block runs unbounded."""
+    seconds = trace_timeout()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def out_of_time(signum: int, frame: object) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _OutOfTime:
+        raise ModelError(
+            f"{file.name}: {factory}() did not finish within {seconds:g} s",
+            where="spec.model.source.factory",
+            hint=f"a factory builds the model and returns it; allow it longer with "
+            f"{TRACE_TIMEOUT_ENV}=SECONDS",
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def check_finite_weights(model: nn.Module, where: str, what: str) -> None:
+    """Refuse starting weights that hold a NaN or infinity, naming the tensor and its index."""
+    for key, value in model.state_dict().items():
+        values = value.detach().to(torch.float32).numpy()
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            index = ", ".join(str(int(i)) for i in np.unravel_index(int(bad[0]), values.shape))
+            raise ModelError(
+                f"{what}: {key}[{index}] is {values.reshape(-1)[bad[0]]}; starting weights must "
+                f"be finite ({len(bad)} values are not)",
+                where=where,
+            )
 
 
 def load_factory(file: Path, factory: str, seed: int) -> nn.Module:
@@ -100,7 +171,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
             f"{path} is not a readable state_dict: {exc}", where="spec.model.weights"
         ) from exc
     if not isinstance(state, dict):
-        raise ModelError(f"{path} holds a {type(state).__name__}, not a state_dict")
+        raise ModelError(
+            f"{path} holds a {type(state).__name__}, not a state_dict", where="spec.model.weights"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

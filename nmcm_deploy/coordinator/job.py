@@ -45,12 +45,16 @@ class JobConfig:
     answer_timeout: float = 60.0
 
 
+# A loss this many times the lowest one before it is called divergence (an order of magnitude).
+DIVERGENCE_FACTOR = 10.0
+
+
 @dataclass
 class EpochResult:
     epoch: int
     loss: float
     train_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None  # None without a test set
     seconds: float
 
 
@@ -68,6 +72,22 @@ class JobResult:
     wall_time_s: float = 0.0
     timing: list[NodeTiming] = field(default_factory=list)
     final_status: list[StatusReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def divergence(first_batch_loss: float, epochs: Sequence[EpochResult]) -> str | None:
+    """A warning when an epoch's loss is DIVERGENCE_FACTOR times the lowest loss before it (the
+    first batch's to begin with): the learning rate is likely too large."""
+    lowest, where = first_batch_loss, "the first batch"
+    for e in epochs:
+        if lowest > 0 and e.loss >= DIVERGENCE_FACTOR * lowest:
+            return (
+                f"the loss diverged: {e.loss:.4g} in epoch {e.epoch}, {e.loss / lowest:.0f}x "
+                f"the {lowest:.4g} of {where}; the learning rate may be too large"
+            )
+        if e.loss < lowest:
+            lowest, where = e.loss, f"epoch {e.epoch}"
+    return None
 
 
 def split_micro_batches(rows: np.ndarray, micro_batches: int) -> list[np.ndarray]:
@@ -167,6 +187,8 @@ class TrainingJob:
                     raise NodeFailed(link.name, f"sent a frame of batch {frame.header.batch}")
                 m = frame.header.micro_batch
                 if isinstance(message, Metrics) and link is self.last:
+                    if not math.isfinite(message.loss_sum):
+                        raise NodeFailed(link.name, f"reported a loss of {message.loss_sum}")
                     metrics[m] = message
                 elif isinstance(message, Ack) and link is self.first:
                     if message.acked_type != MessageType.INPUTS or m in acked:
@@ -188,9 +210,9 @@ class TrainingJob:
         correct = sum(int(m.correct) for m in metrics.values())
         return loss_sum, correct
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, epoch: int) -> float:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, epoch: int) -> float | None:
         if len(x) == 0:
-            return math.nan
+            return None
         correct = 0
         size = self.config.batch_size
         for start in range(0, len(x), size):
@@ -215,22 +237,32 @@ class TrainingJob:
         start = time.perf_counter()
         total_batches = sum(len(e) for e in batches)
         done = 0
+        first_loss = math.nan
         for epoch, epoch_batches in enumerate(batches, start=1):
             t0 = time.perf_counter()
             loss_total = 0.0
             correct_total = 0
             seen = 0
-            for rows in epoch_batches:
-                loss_sum, correct = self.run_batch(
-                    x_train[rows], y_train[rows], mode=Mode.TRAIN, epoch=epoch
-                )
+            for index, rows in enumerate(epoch_batches, start=1):
+                try:
+                    loss_sum, correct = self.run_batch(
+                        x_train[rows], y_train[rows], mode=Mode.TRAIN, epoch=epoch
+                    )
+                except NodeFailed as exc:
+                    where = f"epoch {epoch}, batch {index} of {len(epoch_batches)}"
+                    raise NodeFailed(exc.node, f"{exc.what} ({where})") from None
+                if done == 0:
+                    first_loss = loss_sum / max(len(rows), 1)
                 loss_total += loss_sum
                 correct_total += correct
                 seen += len(rows)
                 done += 1
                 if self.on_batch:
                     self.on_batch(epoch, done, total_batches)
-            test_accuracy = self.evaluate(x_test, y_test, epoch)
+            try:
+                test_accuracy = self.evaluate(x_test, y_test, epoch)
+            except NodeFailed as exc:
+                raise NodeFailed(exc.node, f"{exc.what} (evaluation after epoch {epoch})") from None
             er = EpochResult(
                 epoch=epoch,
                 loss=loss_total / max(seen, 1),
@@ -242,6 +274,9 @@ class TrainingJob:
             if on_epoch:
                 on_epoch(er)
         result.wall_time_s = time.perf_counter() - start
+        warning = divergence(first_loss, result.epochs)
+        if warning:
+            result.warnings.append(warning)
         after = [link.status() for link in self.links]
         result.final_status = after
         for b, a in zip(before, after, strict=True):

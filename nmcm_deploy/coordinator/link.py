@@ -38,6 +38,7 @@ class NodeFailed(DeployError):
     def __init__(self, node: str, what: str) -> None:
         super().__init__(f"node {node!r}: {what}")
         self.node = node
+        self.what = what
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 ``validate_file`` returns every problem of a manifest, located (``FILE:LINE:COL: path: message``);
 ``load_manifest`` returns the typed Manifest or raises ManifestInvalid carrying all of them.
-Nothing here imports torch: validating an inline-layer manifest stays fast.
+Nothing here imports torch for an inline-layer manifest: validating one stays fast; a factory or
+a weights file is built with torch (manifest/content.py), an npz dataset read with numpy.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from nmcm_deploy.errors import ManifestInvalid, Problem
 from nmcm_deploy.manifest.checks import semantic_problems
+from nmcm_deploy.manifest.content import content_problems
 from nmcm_deploy.manifest.loader import LoadedYaml, LocationMap, load_yaml
 from nmcm_deploy.manifest.model import (
     DatasetSpec,
@@ -57,6 +59,9 @@ def _validate(path: str | Path) -> tuple[LoadedYaml, list[Problem]]:
     problems += semantic_problems(doc, {p.location.path for p in problems})
     unique = list(dict.fromkeys(problems))  # Problem is frozen, so hashable
     unique.sort(key=lambda p: (p.location.line, p.location.column))
+    if not unique:
+        # The files' contents, once the manifest is sound (content.py: the same calls as apply's).
+        unique = content_problems(doc, build_manifest(doc))
     return doc, unique
 
 

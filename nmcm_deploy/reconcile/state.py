@@ -103,6 +103,14 @@ class LockHeld(NmcmError):
     pass
 
 
+def unwritable(path: Path, exc: OSError) -> StateError:
+    """The error for a state folder that cannot be written (read-only, full, not ours)."""
+    return StateError(
+        f"cannot write {exc.filename or path}: {exc.strerror or exc}",
+        hint=f"nmcm keeps its state in {state_root()}; set NMCM_STATE_DIR to a writable folder",
+    )
+
+
 class StateStore:
     """One cluster's state directory."""
 
@@ -122,14 +130,20 @@ class StateStore:
             ) from exc
 
     def save(self, state: ClusterState) -> None:
-        atomic_write(self.path, state.to_json().encode())
+        try:
+            atomic_write(self.path, state.to_json().encode())
+        except OSError as exc:
+            raise unwritable(self.path, exc) from None
 
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
         """Hold the cluster's lock for the duration; if another process holds it, say who."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.dir / "lock"
-        fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        except OSError as exc:
+            raise unwritable(lock_path, exc) from None
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

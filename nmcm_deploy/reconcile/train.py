@@ -13,7 +13,7 @@ import numpy as np
 
 from nmcm_deploy.artifacts import EpochSummary, NodeSummary, RunSummary, write_artifacts
 from nmcm_deploy.compiler.blob import read_blob
-from nmcm_deploy.coordinator.job import EpochResult, JobConfig, TrainingJob
+from nmcm_deploy.coordinator.job import EpochResult, JobConfig, JobResult, TrainingJob
 from nmcm_deploy.coordinator.link import NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
 from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
@@ -110,6 +110,8 @@ def run_job(
             data.x_train, data.y_train, data.x_test, data.y_test, batches, on_epoch=on_epoch
         )
         state_dict = pull_state_dict(prepared, job)
+        summary = _summary(prepared, result, logs, marks)
+        write_artifacts(summary, state_dict, out)
     except BaseException as exc:
         state.job.status = "failed"
         state.job.finished_at = time.time()
@@ -119,7 +121,19 @@ def run_job(
     finally:
         for link in links:
             link.close()
+    state.job.status = "succeeded"
+    state.job.finished_at = time.time()
+    state.job.artifacts = str(out)
+    state.job.error = ""
+    store.save(state)
+    return summary
 
+
+def _summary(
+    prepared: Prepared, result: JobResult, logs: dict[str, Path], marks: dict[str, int]
+) -> RunSummary:
+    """What the run measured, per node and epoch, with the instructions QEMU nodes logged."""
+    manifest = prepared.manifest
     nodes = []
     for stage, timing in zip(prepared.cluster.stages, result.timing, strict=True):
         fit = stage.plan.fit
@@ -150,7 +164,7 @@ def run_job(
                 instructions=None if steps is None else steps.as_dict(),
             )
         )
-    summary = RunSummary(
+    return RunSummary(
         cluster=prepared.cluster.name,
         target=prepared.target,
         schedule=manifest.training.schedule,
@@ -161,14 +175,8 @@ def run_job(
         ],
         wall_time_s=result.wall_time_s,
         nodes=nodes,
+        warnings=tuple(result.warnings),
     )
-    write_artifacts(summary, state_dict, out)
-    state.job.status = "succeeded"
-    state.job.finished_at = time.time()
-    state.job.artifacts = str(out)
-    state.job.error = ""
-    store.save(state)
-    return summary
 
 
 def pull_state_dict(prepared: Prepared, job: TrainingJob) -> dict[str, Any]:
