@@ -263,6 +263,7 @@ def write_artifacts(summary: RunSummary, state_dict: dict[str, Any], out: Path) 
     sets = out / SETS
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
     folder = sets / run
+    switched = False
     try:
         folder.mkdir(parents=True)
         buffer = io.BytesIO()
@@ -273,10 +274,12 @@ def write_artifacts(summary: RunSummary, state_dict: dict[str, Any], out: Path) 
         _write_file(folder / "report.md", report_markdown(summary).encode())
         write_plot(summary, folder / "training.png")
         _link(run, sets / CURRENT)
+        switched = True
         for name in ARTIFACTS:
             _link(f"{SETS}/{CURRENT}/{name}", out / name)
     except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not switched:  # else it is the current set already
+            shutil.rmtree(folder, ignore_errors=True)
         where = exc.filename or folder
         raise ArtifactError(
             f"cannot write the artifacts: {where}: {exc.strerror or exc}",

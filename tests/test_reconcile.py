@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 from nmcm_deploy.reconcile.state import StateStore
 from tests.cluster_helpers import wait_for, write_manifest
@@ -42,15 +42,22 @@ def test_interrupted_apply_is_continued_by_the_next(tmp_path: Path, state_dir: P
         text=True,
     )
     state_file = state_dir / "interrupted" / "state.json"
-    wait_for(
-        lambda: (
-            state_file.exists() and json.loads(state_file.read_text())["job"]["status"] == "running"
-        ),
-        120,
-    )
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+
+    def recorded() -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        return doc
+
+    # Freeze h7a3 as soon as it is recorded: the job cannot finish whatever the machine's speed,
+    # and is interrupted at a point this test observes (it runs, waiting on h7a3).
+    wait_for(lambda: "h7a3" in recorded().get("nodes", {}), 120)
+    frozen = recorded()["nodes"]["h7a3"]["pid"]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        wait_for(lambda: recorded()["job"]["status"] == "running", 120)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
     assert proc.returncode == 130, err
     state = json.loads(state_file.read_text())
     assert state["job"]["status"] == "failed"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from nmcm_deploy.build.elfsize import ElfSizes, elf_sizes, measure
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
+from nmcm_deploy.build.steps import build_lock, run_step
 from nmcm_deploy.errors import BuildError
 from nmcm_deploy.profiles import MemoryRegion
 from nmcm_deploy.profiles import mcu as mcu_profile
@@ -158,27 +159,6 @@ def cache_dir() -> Path:
     return state_root() / "cache"
 
 
-def _run(cmd: list[str], what: str, log: Path) -> None:
-    with open(log, "ab") as out:
-        out.write(("$ " + " ".join(cmd) + "\n").encode())
-        out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-        raise BuildError(f"{what} failed (log: {log}):\n" + "\n".join(tail))
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _sizes(elf: Path, mcu_name: str) -> ElfSizes:
     if mcu_name in QEMU_MCUS.values():
         return measure(
@@ -263,18 +243,19 @@ def build_arm_node(
         f"-DNMCM_FIRMWARE_HASH={key[:32]}",
         *(f"-D{k}={v}" for k, v in sorted(overrides.items())),
     ]
-    with _locked(tree.with_name(tree.name + ".lock")):
+    with build_lock(tree) as lock:
         if all(p.is_file() for p in files.values()):  # another nmcm built it while we waited
             return _image(key, app, mcu, board, files, rebuilt=False)
         if not (tree / "CMakeCache.txt").is_file() and shutil.which("ninja"):
             configure += ["-G", "Ninja"]
         out.mkdir(parents=True, exist_ok=True)
         log.write_text(f"# {app} for {mcu} ({board}) from {config_dir}\n")
-        _run(configure, f"configuring the {mcu} build of {config_dir.name}", log)
-        _run(
+        run_step(configure, f"configuring the {mcu} build of {config_dir.name}", log, lock)
+        run_step(
             ["cmake", "--build", str(tree), "--target", spec.target, f"-j{JOBS}"],
             f"building {app} for {config_dir.name} ({mcu})",
             log,
+            lock,
         )
         built = tree / spec.directory / spec.target
         # The ELF last: its presence is what makes the cache entry complete.

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
+from nmcm_deploy.build.steps import build_lock, run_step
 from nmcm_deploy.errors import BuildError
 from nmcm_deploy.reconcile.desired import sha256_hex
 
@@ -46,17 +47,6 @@ def firmware_key(header: str, target: str) -> str:
     return sha256_hex("\n".join(parts).encode())
 
 
-def _run(cmd: list[str], what: str, log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        out.write(("$ " + " ".join(cmd) + "\n").encode())
-        out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-12:]
-        raise BuildError(f"{what} failed (log: {log}):\n" + "\n".join(tail))
-
-
 def host_libraries() -> Path:
     """Build (once per source digest) the sim node libraries; returns their build directory."""
     root = firmware_dir()
@@ -67,8 +57,16 @@ def host_libraries() -> Path:
         return build
     if shutil.which("cmake") is None:
         raise BuildError("cmake is not installed", hint="run `make setup`")
+    with build_lock(build) as lock:
+        if not stamp.exists():  # else another nmcm built them while we waited
+            _build_libraries(root, build, lock)
+            stamp.write_text(digest + "\n")
+    return build
+
+
+def _build_libraries(root: Path, build: Path, lock: int) -> None:
     log = build.with_suffix(".log")
-    _run(
+    run_step(
         [
             "cmake",
             "-S",
@@ -81,14 +79,14 @@ def host_libraries() -> Path:
         ],
         "configuring the host firmware build",
         log,
+        lock,
     )
-    _run(
+    run_step(
         ["cmake", "--build", str(build), "--target", NODE_LIBRARIES[0], "-j2"],
         "building the sim node libraries",
         log,
+        lock,
     )
-    stamp.write_text(digest + "\n")
-    return build
 
 
 def _library(build: Path, name: str) -> Path:
@@ -113,6 +111,7 @@ def build_sim_node(config_dir: Path, key: str) -> Path:
     cmd += [str(root / "apps" / "node" / "node_config.cpp")]
     cmd += [str(_library(libs, name)) for name in NODE_LIBRARIES]
     cmd += [*LDFLAGS, "-o", str(tmp)]
-    _run(cmd, f"building the sim node in {config_dir}", image.parent / "build.log")
+    # Into a file of this process's own, renamed when complete: no lock needed.
+    run_step(cmd, f"building the sim node in {config_dir}", image.parent / "build.log")
     tmp.replace(image)
     return image

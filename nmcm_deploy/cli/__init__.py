@@ -22,6 +22,7 @@ from nmcm_deploy.errors import (
     NmcmError,
 )
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 FILE_SYSTEM_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 app = typer.Typer(
@@ -71,6 +72,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == EXIT_INTERRUPTED:  # Typer's answer to Ctrl-C: say so
+            terminal.error("interrupted")
         sys.exit(EXIT_USAGE if code == 2 else code)
     except ChangesPending:
         sys.exit(EXIT_CHANGES)
@@ -90,4 +93,4 @@ def main() -> None:
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         terminal.error("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nmcm_deploy import terminal
+from nmcm_deploy.errors import NmcmError
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +33,20 @@ def down(file: Path = typer.Argument(..., help="Manifest file.", show_default=Fa
         if not state.nodes:
             terminal.success(f"{manifest.name}: no nodes running")
             return
+        refused = []
         for name in list(state.nodes):
-            stop_node(name, state.nodes[name], manifest.name)
+            problem = stop_node(name, state.nodes[name], manifest.name)
             del state.nodes[name]
             store.save(state)
-            terminal.info(f"- stopped {name}")
+            if problem:
+                refused.append(name)
+                terminal.warning(f"{name}: {problem}")
+            else:
+                terminal.info(f"- stopped {name}")
+    if refused:
+        raise NmcmError(
+            f"{manifest.name}: not stopped: {', '.join(refused)}, whose ports another cluster's "
+            "nodes answer",
+            hint="stop that cluster with `nmcm down` and its own manifest",
+        )
     terminal.success(f"{manifest.name}: stopped")

@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         "status",
         help=(
             "Ask every node of the cluster (or of every cluster in .nmcm/ when no FILE is given) "
-            "how it is: reachable, Synced/OutOfSync with the manifest, Healthy/Degraded/Missing, "
+            "how it is: reachable, Synced/OutOfSync with the manifest, Healthy, Degraded, "
+            "Unresponsive (there but silent), Foreign (its port answers for another cluster) or "
+            "Missing, "
             "stage, step, last loss, memory; and how the training job ended. Exit 0 only when "
             "every node is healthy and in sync and the job did not fail.\n\n"
             "Example: nmcm status manifests/quickstart.yaml"
@@ -93,7 +95,12 @@ def _cluster_status(
         row.update(stage=record.stage, mcu=record.mcu, port=record.port, pid=record.pid)
         report = None
         if runner(record).alive(record):
-            report = node_status(node_name, record, name)
+            answer = node_status(node_name, record, name)
+            report = answer.report
+            if answer.problem:  # its port answers for another cluster or model
+                row.update(health="Foreign", problem=answer.problem)
+            elif answer.silent:  # there, but not answering (stopped, or busy for seconds)
+                row.update(health="Unresponsive", problem="does not answer")
         if report is None:
             if desired_fw is not None:
                 row["sync"] = "Synced" if record.firmware_sha256 == desired_fw else "OutOfSync"

@@ -299,6 +299,7 @@ def _record(
         pid=0,  # a board, not a process
         started_at=time.time(),
         host=node.host,
+        model_hash=node.identity.model_hash.hex(),
     )
     store.save(state)
 

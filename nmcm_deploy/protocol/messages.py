@@ -108,6 +108,7 @@ class Hello(Message):
     output_features: int = 0
     slots: int = 0
     tensor_count: int = 0
+    instance: int = 0  # a node: the number it was started with (HELLO_ACK); else 0
 
     def pack(self) -> bytes:
         name = self.cluster.encode("ascii")
@@ -124,7 +125,7 @@ class Hello(Message):
             self.output_features,
             self.slots,
             self.tensor_count,
-            0,
+            self.instance,
             0,
             _hash(self.model_hash, "model_hash"),
             _hash(self.firmware_hash, "firmware_hash"),
@@ -134,7 +135,7 @@ class Hello(Message):
     @classmethod
     def unpack(cls: type[_H], payload: bytes) -> _H:
         _exact(payload, _IDENTITY.size, cls.TYPE)
-        (role, _, stage, count, mb, limit, fin, fout, slots, tensors, _, _, model, fw, name) = (
+        (role, _, stage, count, mb, limit, fin, fout, slots, tensors, inst, _, model, fw, name) = (
             _IDENTITY.unpack(payload)
         )
         return cls(
@@ -150,6 +151,7 @@ class Hello(Message):
             output_features=fout,
             slots=slots,
             tensor_count=tensors,
+            instance=inst,
         )
 
 

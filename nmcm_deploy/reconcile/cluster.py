@@ -8,8 +8,10 @@ the state as soon as it is done, so an interrupted apply is continued by the nex
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +31,7 @@ from nmcm_deploy.reconcile.desired import (
     node_config_sha256,
 )
 from nmcm_deploy.reconcile.state import ClusterState, NodeState, StateStore
-from nmcm_deploy.runtime import sim
+from nmcm_deploy.runtime import ports, sim
 from nmcm_deploy.runtime.runners import runner
 
 TARGETS = ("sim", "qemu", "hardware")
@@ -152,48 +154,82 @@ def plan_changes(prepared: Prepared) -> tuple[ClusterState, Observed, list[Chang
     return state, observed, diff(prepared.desired, state, observed)
 
 
-def stop_node(name: str, node: NodeState, cluster: str) -> None:
-    """SHUTDOWN over the network (as an observer), then signals if the process lingers."""
+def _runs(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def observer_identity(cluster: str, node: NodeState) -> Identity:
+    """What `status` and `down` say in HELLO: the node refuses observers of other clusters and
+    models (docs/protocol.md), so a tool of one cluster can neither read nor stop another's."""
+    model = bytes.fromhex(node.model_hash) if node.model_hash else bytes(16)
+    return Identity(cluster, model, 0xFFFF, 0)
+
+
+def stop_node(name: str, node: NodeState, cluster: str) -> str | None:
+    """SHUTDOWN over the network (as an observer), then signals if the process lingers. Returns
+    why the node answering on the node's port was left alone (another cluster's), else None."""
     where = runner(node).endpoint(node, Role.OBSERVER)
     if where.port and sim.port_open(where.port, where.host):
-        with contextlib.suppress(NmcmError, OSError):
+        try:
             link = NodeLink.open(
                 name,
                 where.host,
                 where.port,
-                Identity(cluster, bytes(16), 0xFFFF, 0),
+                observer_identity(cluster, node),
                 role=Role.OBSERVER,
                 connect_timeout=1.0,
                 timeout=2.0,
                 uart=where.uart,
             )
-            link.send(Shutdown())
-            with contextlib.suppress(NmcmError):
+        except NodeFailed as exc:
+            if "refused the handshake" in exc.what:
+                runner(node).halt(node)  # only what this cluster started, if it still runs
+                return (
+                    f"the node answering on {where.host}:{where.port} is not this cluster's "
+                    f"({exc.what}); left running"
+                )
+        except (NmcmError, OSError):
+            pass
+        else:
+            with contextlib.suppress(NmcmError, OSError):
+                link.send(Shutdown())
                 link.read(timeout=2.0)
             link.close()
     runner(node).halt(node)
+    return None
 
 
-def node_status(name: str, node: NodeState, cluster: str) -> StatusReport | None:
-    """A node's STATUS, asked for as an observer; None if it does not answer."""
+@dataclass(frozen=True)
+class NodeAnswer:
+    """What a node said to an observer: its STATUS, or why there is none."""
+
+    report: StatusReport | None
+    problem: str = ""  # refused: another cluster's or model's node holds the port
+    silent: bool = False  # connected or alive, but no answer in time
+
+
+def node_status(name: str, node: NodeState, cluster: str) -> NodeAnswer:
+    """A node's STATUS, asked for as an observer."""
     where = runner(node).endpoint(node, Role.OBSERVER)
     try:
         link = NodeLink.open(
             name,
             where.host,
             where.port,
-            Identity(cluster, bytes(16), 0xFFFF, 0),
+            observer_identity(cluster, node),
             role=Role.OBSERVER,
             connect_timeout=0.5,
             timeout=2.0,
             uart=where.uart,
         )
-    except NodeFailed:
-        return None
+    except NodeFailed as exc:
+        if "refused the handshake" in exc.what:
+            return NodeAnswer(None, problem=exc.what)
+        return NodeAnswer(None, silent=True)
     try:
-        return link.status()
+        return NodeAnswer(link.status())
     except NmcmError:
-        return None
+        return NodeAnswer(None, silent=True)
     finally:
         link.close()
 
@@ -239,8 +275,11 @@ def deploy_nodes(
         old = state.nodes.get(desired.name)
         if old is not None:
             stop_node(desired.name, old, prepared.cluster.name)
+        for left in ports.take([desired.port], desired.name, str(folder)):
+            report.step(f"stopped {left}: {desired.name} left unrecorded by an interrupted apply")
         report.step(f"starting {desired.name} on 127.0.0.1:{desired.port}")
         log = store.dir / "logs" / f"{desired.name}.log"
+        instance = ports.new_instance()
         proc = sim.start_node(
             image,
             folder / "stage.blob",
@@ -248,8 +287,16 @@ def deploy_nodes(
             log,
             desired.firmware_sha256[:32],
             desired.sim_network,
+            instance,
         )
-        sim.wait_listening(proc, desired.port, log)
+        identity = Identity(prepared.cluster.name, prepared.cluster.model_hash, 0xFFFF, 0)
+        try:
+            ports.confirm_started(
+                desired.name, desired.port, identity, instance, partial(_runs, proc), log
+            )
+        except BaseException:
+            sim.stop_process(proc.pid)
+            raise
         pid = proc.pid
         state.nodes[desired.name] = NodeState(
             stage=desired.stage,
@@ -262,5 +309,7 @@ def deploy_nodes(
             port=desired.port,
             pid=pid,
             started_at=time.time(),
+            model_hash=prepared.cluster.model_hash.hex(),
+            instance=instance,
         )
         store.save(state)

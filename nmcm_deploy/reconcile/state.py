@@ -55,6 +55,8 @@ class NodeState:
     started_at: float = 0.0
     host: str = ""  # where the node listens: hardware, its W5500 IP; empty: loopback (sim/qemu)
     observer_port: int = 0  # qemu: the observers' UART (runtime/qemu.py); 0: ``port``
+    model_hash: str = ""  # hex: what an observer says in HELLO (the node refuses other models)
+    instance: int = 0  # sim/qemu: the number it was started with, which its HELLO_ACK carries
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 from nmcm_deploy.artifacts import EpochSummary, NodeSummary, RunSummary, write_artifacts
 from nmcm_deploy.compiler.blob import read_blob
 from nmcm_deploy.coordinator.job import EpochResult, JobConfig, JobResult, TrainingJob
-from nmcm_deploy.coordinator.link import NodeLink
+from nmcm_deploy.coordinator.link import NodeFailed, NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
 from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
 from nmcm_deploy.reconcile.cluster import Prepared
@@ -71,6 +71,15 @@ def run_job(
 ) -> RunSummary:
     manifest = prepared.manifest
     store = prepared.store
+    # The data first (checked by validate already): the job starts with everything loaded.
+    data = load_dataset(
+        name=manifest.dataset.name,
+        npz=manifest.dataset.npz,
+        input_shape=tuple(manifest.model.input),
+        test_fraction=manifest.dataset.test_fraction,
+        shuffle=manifest.training.shuffle,
+        seed=manifest.training.seed,
+    )
     state.job = JobState(
         inputs_sha256=prepared.desired.job_sha256, status="running", started_at=time.time()
     )
@@ -85,14 +94,6 @@ def run_job(
     try:
         links = connect(prepared, state)
         reset_weights(prepared, links)
-        data = load_dataset(
-            name=manifest.dataset.name,
-            npz=manifest.dataset.npz,
-            input_shape=tuple(manifest.model.input),
-            test_fraction=manifest.dataset.test_fraction,
-            shuffle=manifest.training.shuffle,
-            seed=manifest.training.seed,
-        )
         t = manifest.training
         config = JobConfig(
             epochs=t.epochs,
@@ -117,6 +118,12 @@ def run_job(
         state.job.finished_at = time.time()
         state.job.error = str(getattr(exc, "message", exc)) or type(exc).__name__
         store.save(state)
+        if isinstance(exc, NodeFailed):
+            # A node that stopped answering shows up first as its neighbour's timeout: name it.
+            told = _blame(prepared, state, exc)
+            state.job.error = told.message
+            store.save(state)
+            raise told from None
         raise
     finally:
         for link in links:
@@ -127,6 +134,27 @@ def run_job(
     state.job.error = ""
     store.save(state)
     return summary
+
+
+def _blame(prepared: Prepared, state: ClusterState, failure: NodeFailed) -> NodeFailed:
+    """The failure as it should be told: if another node than the one that failed is gone or
+    does not answer an observer, that node stopped the job (its neighbours only timed out)."""
+    from nmcm_deploy.reconcile.cluster import node_status
+    from nmcm_deploy.runtime.runners import runner
+
+    for stage in prepared.cluster.stages:
+        name = stage.plan.node.name
+        node = state.nodes.get(name)
+        if node is None or name == failure.node:
+            continue
+        if not runner(node).alive(node):
+            what = "is gone (its process ended)"
+        elif node_status(name, node, prepared.cluster.name).silent:
+            what = "stopped answering (no STATUS within 2 s)"
+        else:
+            continue
+        return NodeFailed(name, f"{what}; node {failure.node!r} then reported: {failure.what}")
+    return failure
 
 
 def _summary(

@@ -35,10 +35,12 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmcm_deploy.errors import DeployError
+from nmcm_deploy.runtime.ports import tail
 
 if TYPE_CHECKING:
     from nmcm_deploy.reconcile.cluster import Prepared, Reporter
@@ -163,8 +165,12 @@ def lifetime_s() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_LIFETIME_S
 
 
-def command(machine: str, elf: Path, ports: NodePorts) -> list[str]:
-    """qemu-system-arm for one node, without its ``timeout`` wrapper."""
+def command(
+    machine: str, elf: Path, ports: NodePorts, instance: int = 0, owner: str = ""
+) -> list[str]:
+    """qemu-system-arm for one node, without its ``timeout`` wrapper. ``instance``: the number
+    the firmware says in HELLO_ACK (a semihosting argument); ``owner``: the node's folder, in
+    QEMU's ``-name``, by which a node left unrecorded by an interrupted apply is recognised."""
 
     def server(name: str, port: int) -> list[str]:
         return ["-chardev", f"socket,id={name},host={LOOPBACK},port={port},server=on,wait=off"]
@@ -200,7 +206,8 @@ def command(machine: str, elf: Path, ports: NodePorts) -> list[str]:
         "-icount",
         "shift=0,sleep=on",
         "-semihosting-config",
-        f"enable=on,target=native,arg={elf.name}",
+        f"enable=on,target=native,arg={elf.name},arg=instance={instance}",
+        *(["-name", owner.replace(",", ",,")] if owner else []),
         *chardevs,
         *serial,
         "-kernel",
@@ -216,7 +223,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def start_node(machine: str, elf: Path, ports: NodePorts, log: Path) -> tuple[int, int]:
+def start_node(
+    machine: str, elf: Path, ports: NodePorts, log: Path, instance: int = 0, owner: str = ""
+) -> tuple[int, int]:
     """Start QEMU under ``timeout`` in its own session (a Ctrl-C of nmcm does not stop it), its
     output appended to ``log``. Returns (QEMU's pid, the wrapper's pid)."""
     if shutil.which(QEMU) is None:
@@ -224,7 +233,7 @@ def start_node(machine: str, elf: Path, ports: NodePorts, log: Path) -> tuple[in
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            ["timeout", str(lifetime_s()), *command(machine, elf, ports)],
+            ["timeout", str(lifetime_s()), *command(machine, elf, ports, instance, owner)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -242,12 +251,7 @@ def start_node(machine: str, elf: Path, ports: NodePorts, log: Path) -> tuple[in
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    raise DeployError(f"{QEMU} did not start: {_tail(log)} (log: {log})")
-
-
-def _tail(log: Path) -> str:
-    lines = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-    return " / ".join(line.strip() for line in lines) or "no output"
+    raise DeployError(f"{QEMU} did not start: {tail(log)} (log: {log})")
 
 
 def is_node_process(pid: int, image: str | None = None) -> bool:
@@ -268,38 +272,6 @@ def is_node_process(pid: int, image: str | None = None) -> bool:
     if image is None:
         return Path(kernel).name.startswith("nmcm-node-qemu")
     return os.path.realpath(kernel) == os.path.realpath(image)
-
-
-def wait_ready(pid: int, name: str, ports: NodePorts, log: Path, cluster: str) -> None:
-    """Until the firmware answers an observer on its UART: QEMU listening is not enough, the node
-    must be serving. Raises DeployError with the log's tail if QEMU ends first."""
-    from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
-    from nmcm_deploy.protocol import Role
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if not is_node_process(pid):
-            raise DeployError(f"node {name!r} stopped at start-up: {_tail(log)} (log: {log})")
-        try:
-            link = NodeLink.open(
-                name,
-                LOOPBACK,
-                ports.observer,
-                Identity(cluster, bytes(16), 0xFFFF, 0),
-                role=Role.OBSERVER,
-                connect_timeout=0.5,
-                timeout=2.0,
-                uart=True,
-            )
-        except NodeFailed:
-            if time.monotonic() >= deadline:
-                raise DeployError(
-                    f"node {name!r} did not answer within {READY_TIMEOUT_S:.0f} s (log: {log})"
-                ) from None
-            time.sleep(0.1)
-            continue
-        link.close()
-        return
 
 
 def stop_process(pid: int, timeout: float = 3.0) -> None:
@@ -343,9 +315,11 @@ class QemuRunner:
         report: Reporter,
     ) -> None:
         from nmcm_deploy.build.arm import build_arm_node
+        from nmcm_deploy.coordinator.link import Identity
         from nmcm_deploy.profiles import mcu as mcu_profile
         from nmcm_deploy.reconcile.cluster import stop_node
         from nmcm_deploy.reconcile.state import NodeState
+        from nmcm_deploy.runtime import ports as port_claims
 
         store = prepared.store
         count = len(prepared.desired.nodes)
@@ -383,8 +357,30 @@ class QemuRunner:
                 f"{LOOPBACK}:{ports.coordinator}"
             )
             log = log_path(store.dir, desired.name)
-            pid, _ = start_node(machine, images[desired.name], ports, log)
-            wait_ready(pid, desired.name, ports, log, prepared.cluster.name)
+            owner = str(prepared.nodes_dir / desired.name)
+            listened = [ports.coordinator, ports.observer]
+            if ports.upstream is not None:
+                listened.append(ports.upstream)
+            for left in port_claims.take(listened, desired.name, owner):
+                report.step(f"stopped {left}: left unrecorded by an interrupted apply")
+            instance = port_claims.new_instance()
+            pid, _ = start_node(machine, images[desired.name], ports, log, instance, owner)
+            identity = Identity(prepared.cluster.name, prepared.cluster.model_hash, 0xFFFF, 0)
+            try:
+                # QEMU listening is not enough: the firmware must be serving, and be this one.
+                port_claims.confirm_started(
+                    desired.name,
+                    ports.observer,
+                    identity,
+                    instance,
+                    partial(is_node_process, pid),
+                    log,
+                    uart=True,
+                    timeout=READY_TIMEOUT_S,
+                )
+            except BaseException:
+                stop_process(pid)
+                raise
             state.nodes[desired.name] = NodeState(
                 stage=desired.stage,
                 mcu=desired.mcu,
@@ -397,5 +393,7 @@ class QemuRunner:
                 observer_port=ports.observer,
                 pid=pid,
                 started_at=time.time(),
+                model_hash=prepared.cluster.model_hash.hex(),
+                instance=instance,
             )
             store.save(state)

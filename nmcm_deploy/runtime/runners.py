@@ -53,7 +53,7 @@ class SimRunner:
 
     def halt(self, node: NodeState) -> None:
         if node.pid and not sim.wait_exit(node.pid, 2.0):
-            sim.stop_process(node.pid)
+            sim.stop_process(node.pid, image=node.image or None)
 
 
 class QemuRunner:

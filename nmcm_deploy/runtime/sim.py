@@ -14,8 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from nmcm_deploy.errors import DeployError
-
 LOOPBACK = "127.0.0.1"
 NODE_PROGRAM = "nmcm-node"
 
@@ -44,10 +42,17 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
 
 
 def start_node(
-    image: Path, blob: Path, port: int, log: Path, firmware_hash: str, network: str = "posix"
+    image: Path,
+    blob: Path,
+    port: int,
+    log: Path,
+    firmware_hash: str,
+    network: str = "posix",
+    instance: int = 0,
 ) -> subprocess.Popen[bytes]:
     """Start a node in its own session (so a Ctrl-C of nmcm does not stop it). ``network``:
-    ``posix`` (host sockets) or ``w5500-emulator`` (the W5500 driver on an emulated chip)."""
+    ``posix`` (host sockets) or ``w5500-emulator`` (the W5500 driver on an emulated chip);
+    ``instance``: the number its HELLO_ACK carries."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -63,6 +68,8 @@ def start_node(
                 firmware_hash,
                 "--network",
                 network,
+                "--instance",
+                str(instance),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -73,26 +80,10 @@ def start_node(
     return proc
 
 
-def wait_listening(
-    proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 10.0
-) -> None:
-    # Asks the Popen, not /proc: right after the fork the child's command line is still empty.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open(port):
-            return
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            raise DeployError(
-                f"node process exited at start-up: {' / '.join(tail) or 'no output'} (log: {log})"
-            )
-        time.sleep(0.05)
-    raise DeployError(f"node did not listen on port {port} within {timeout:.0f} s (log: {log})")
-
-
-def stop_process(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL if it lingers. Used when SHUTDOWN over the network did not work."""
-    if not is_node_process(pid):
+def stop_process(pid: int, timeout: float = 3.0, image: str | None = None) -> None:
+    """SIGTERM, then SIGKILL if it lingers. Used when SHUTDOWN over the network did not work.
+    Only a node process (of ``image`` when given) is signalled: never a recycled pid."""
+    if not is_node_process(pid, image):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)

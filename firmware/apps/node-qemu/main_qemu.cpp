@@ -158,6 +158,8 @@ int main() {
   config.arena = build.arena;
   config.arena_capacity = build.arena_capacity;
   config.log = log_line;
+  // The number `nmcm apply` started this QEMU with (`arg=instance=N`), for HELLO_ACK.
+  qemu::number_argument("instance", &config.instance);
 
   static nmcm::runtime::Node node(g_stage, g_config, network, clock);
   g_profile.attach(g_stage, node);

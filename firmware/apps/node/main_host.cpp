@@ -4,7 +4,7 @@
 // SHUTDOWN.
 //
 //   nmcm-node --blob FILE [--host 127.0.0.1] [--port N] [--firmware-hash HEX32]
-//             [--network posix|w5500-emulator]
+//             [--network posix|w5500-emulator] [--instance N]
 //
 // Exit codes: 0 after SHUTDOWN; 1 a bad blob or configuration (one line on stderr says why);
 // 2 a usage error. Logs one line per event to stderr.
@@ -51,13 +51,15 @@ void usage(std::FILE* out) {
   std::fprintf(
       out,
       "usage: nmcm-node --blob FILE [--host IPV4] [--port N] [--firmware-hash HEX32]\n"
-      "                 [--network posix|w5500-emulator]\n"
+      "                 [--network posix|w5500-emulator] [--instance N]\n"
       "  --blob FILE            the stage blob this node was built for (required)\n"
       "  --host IPV4            address to listen on (default 127.0.0.1)\n"
       "  --port N               port to listen on (default: the build's, %u)\n"
       "  --firmware-hash HEX32  build id reported in HELLO_ACK and STATUS (32 hex digits)\n"
       "  --network NAME         posix: host TCP sockets (default); w5500-emulator: the W5500\n"
-      "                         driver on an emulated chip bridged to 127.0.0.1\n",
+      "                         driver on an emulated chip bridged to 127.0.0.1\n"
+      "  --instance N           the number HELLO_ACK carries (0..4294967295; default 0), by\n"
+      "                         which whoever started the node recognises it\n",
       static_cast<unsigned>(nmcm::app::node_build().listen_port));
 }
 
@@ -245,6 +247,7 @@ int main(int argc, char** argv) {
   const char* host = "127.0.0.1";
   long port = build.listen_port;
   uint8_t firmware_hash[16] = {};
+  unsigned long instance = 0;
   bool emulated = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -254,7 +257,7 @@ int main(int argc, char** argv) {
     }
     const bool has_value = i + 1 < argc;
     if (arg == "--blob" || arg == "--host" || arg == "--port" || arg == "--firmware-hash" ||
-        arg == "--network") {
+        arg == "--network" || arg == "--instance") {
       if (!has_value) return usage_error("missing value for", argv[i]);
       const char* value = argv[++i];
       if (arg == "--network") {
@@ -263,6 +266,14 @@ int main(int argc, char** argv) {
           return usage_error("--network must be posix or w5500-emulator, got", value);
         }
         emulated = network == "w5500-emulator";
+      } else if (arg == "--instance") {
+        char* end = nullptr;
+        errno = 0;
+        instance = std::strtoul(value, &end, 10);
+        if (end == value || *end != '\0' || errno != 0 || instance > 0xFFFFFFFFul ||
+            value[0] == '-') {
+          return usage_error("--instance must be 0..4294967295, got", value);
+        }
       } else if (arg == "--blob") {
         blob_path = value;
       } else if (arg == "--host") {
@@ -314,6 +325,7 @@ int main(int argc, char** argv) {
   config.cluster = build.cluster;
   std::memcpy(config.model_hash, build.model_hash, sizeof config.model_hash);
   std::memcpy(config.firmware_hash, firmware_hash, sizeof config.firmware_hash);
+  config.instance = static_cast<uint32_t>(instance);
   config.stage_index = build.stage_index;
   config.stage_count = build.stage_count;
   std::memcpy(config.listen.ip, &address.s_addr, 4);  // network order: the dotted bytes in order

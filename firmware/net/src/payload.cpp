@@ -33,6 +33,7 @@ void encode(const Hello& x, uint8_t* out) {
   put_u32(out + 16, x.output_features);
   put_u16(out + 20, x.slots);
   put_u16(out + 22, x.tensor_count);
+  put_u32(out + 24, x.instance);
   std::memcpy(out + 32, x.model_hash, kHashSize);
   std::memcpy(out + 48, x.firmware_hash, kHashSize);
   // At most 63 characters, so that the field always ends with a NUL.
@@ -52,6 +53,7 @@ bool decode(const uint8_t* in, Hello* x) {
   x->output_features = get_u32(in + 16);
   x->slots = get_u16(in + 20);
   x->tensor_count = get_u16(in + 22);
+  x->instance = get_u32(in + 24);
   std::memcpy(x->model_hash, in + 32, kHashSize);
   std::memcpy(x->firmware_hash, in + 48, kHashSize);
   std::memcpy(x->cluster, in + 64, kClusterFieldSize);

@@ -132,32 +132,57 @@ namespace qemu {
 
 std::uint64_t instructions() { return cm::systick_ticks() * kNanosecondsPerTick; }
 
-bool has_argument(const char* word) {
-  char text[256];
-  // SYS_GET_CMDLINE: r1 points at {buffer, length}; returns 0 and the length used, NUL included.
-  std::uint32_t block[2] = {static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(text)),
-                            sizeof(text)};
-  if (semihost(kSysGetCmdline, block) != 0) {
-    return false;
+namespace {
+
+// The semihosting command line (at most 255 bytes of it), empty if there is none.
+const char* command_line() {
+  static char text[256];
+  static bool read = false;
+  if (!read) {
+    read = true;
+    // SYS_GET_CMDLINE: r1 points at {buffer, length}; returns 0 and the length used.
+    std::uint32_t block[2] = {static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(text)),
+                              sizeof(text)};
+    if (semihost(kSysGetCmdline, block) != 0) text[0] = '\0';
+    text[sizeof(text) - 1] = '\0';
   }
-  text[sizeof(text) - 1] = '\0';
-  for (const char* p = text; *p != '\0';) {
-    while (*p == ' ') {
-      ++p;
-    }
-    const char* w = word;
+  return text;
+}
+
+// The first word of the command line that starts with `prefix`: the rest of it, else null.
+const char* word_after(const char* prefix) {
+  for (const char* p = command_line(); *p != '\0';) {
+    while (*p == ' ') ++p;
+    const char* w = prefix;
     while (*w != '\0' && *p == *w) {
       ++p;
       ++w;
     }
-    if (*w == '\0' && (*p == ' ' || *p == '\0')) {
-      return true;
-    }
-    while (*p != ' ' && *p != '\0') {
-      ++p;
-    }
+    if (*w == '\0') return p;
+    while (*p != ' ' && *p != '\0') ++p;
   }
-  return false;
+  return nullptr;
+}
+
+}  // namespace
+
+bool has_argument(const char* word) {
+  const char* rest = word_after(word);
+  return rest != nullptr && (*rest == ' ' || *rest == '\0');
+}
+
+bool number_argument(const char* name, std::uint32_t* value) {
+  Line<64> prefix;
+  const char* digits = word_after(prefix.text(name).text("=").c_str());
+  if (digits == nullptr || *digits < '0' || *digits > '9') return false;
+  std::uint64_t n = 0;
+  for (; *digits >= '0' && *digits <= '9'; ++digits) {
+    n = n * 10 + static_cast<std::uint64_t>(*digits - '0');
+    if (n > 0xFFFFFFFFu) return false;
+  }
+  if (*digits != ' ' && *digits != '\0') return false;
+  *value = static_cast<std::uint32_t>(n);
+  return true;
 }
 
 void exit(int code) {

@@ -38,7 +38,7 @@ uint64_t tensor_frame(uint32_t micro_batch, uint32_t features) {
 }  // namespace
 
 void Node::fill_identity(Hello* h, Role role) const {
-  std::memset(h, 0, sizeof *h);
+  *h = Hello{};
   h->role = role;
   h->stage_index = stage_.stage_index();
   h->stage_count = stage_.stage_count();
@@ -51,9 +51,11 @@ void Node::fill_identity(Hello* h, Role role) const {
   std::memcpy(h->model_hash, config_.model_hash, net::kHashSize);
   std::memcpy(h->firmware_hash, config_.firmware_hash, net::kHashSize);
   copy_text(h->cluster, sizeof h->cluster, config_.cluster);
+  h->instance = role == Role::kNode ? config_.instance : 0;
 }
 
-// The checks a listener makes of a coordinator's or neighbour's identity, in the table's order.
+// The checks a listener makes of a coordinator's or neighbour's identity, in the table's order;
+// want_stage kAnyStage (an observer's) checks the cluster and the model only.
 ErrorCode Node::check_identity(const Hello& h, uint16_t want_stage, uint32_t* detail,
                                Text* why) const {
   *detail = 0;
@@ -66,6 +68,7 @@ ErrorCode Node::check_identity(const Hello& h, uint16_t want_stage, uint32_t* de
     why->hex(config_.model_hash, net::kHashSize);
     return ErrorCode::kModelMismatch;
   }
+  if (want_stage == kAnyStage) return ErrorCode::kNone;
   if (h.stage_count != stage_.stage_count() || h.stage_index != want_stage) {
     why->s("stage ").u(h.stage_index).s(" of ").u(h.stage_count).s(", expected stage ");
     why->u(want_stage).s(" of ").u(stage_.stage_count());
@@ -110,7 +113,10 @@ void Node::on_hello(Connection& c) {
       }
       break;
     case Role::kObserver:
-      break;  // not checked: an observer learns from HELLO_ACK whether the node is in sync
+      // Of this cluster and model, whatever its stage fields: a tool of another cluster that
+      // found this port must neither read nor stop the node.
+      code = check_identity(h, kAnyStage, &detail, &why);
+      break;
     case Role::kNode:
       why.s("role node is only for HELLO_ACK");
       code = ErrorCode::kUnexpected;

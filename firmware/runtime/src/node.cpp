@@ -104,9 +104,20 @@ bool Node::accept_new() {
       }
     }
     if (c == nullptr) {
-      log("refused a connection: every connection slot is taken");
-      network_.release(t);
-      continue;
+      // Every slot is taken: the oldest connection that has not said HELLO gives way, so that
+      // idle or half-open connections (a port scanner, a peer that vanished) cannot keep the
+      // coordinator or a neighbour out. Connections that said who they are keep their slots.
+      for (Connection& slot : inbound_) {
+        if (slot.peer == Peer::kPending && (c == nullptr || slot.opened_ms < c->opened_ms)) {
+          c = &slot;
+        }
+      }
+      if (c == nullptr) {
+        log("refused a connection: every connection slot is taken");
+        network_.release(t);
+        continue;
+      }
+      close(*c, "closed to make room for a new connection: no HELLO yet");
     }
     c->transport = t;
     c->decoder.reset();
@@ -353,6 +364,21 @@ void Node::check_timeouts() {
   if (batch_.open && t - last_frame_ms_ > limits.batch_ms) {
     Text why;
     why.s("no frame for ").u(limits.batch_ms).s(" ms while batch ").u(batch_.id).s(" is open");
+    // Whom the batch waits for, so that the coordinator can tell who stopped.
+    bool gradients = false, activations = false;
+    for (uint32_t s = 0; s < stage_.slots(); ++s) {
+      const Slot& slot = slots_[s];
+      if (!slot.used) continue;
+      gradients = gradients || (slot.forwarded && !stage_.is_last() && !batch_.eval);
+      activations = activations || (!slot.has_input && !stage_.is_first());
+    }
+    if (gradients) {
+      why.s(", waiting for GRADIENTS from the downstream neighbour (stage ");
+      why.u(stage_.stage_index() + 1u).s(")");
+    } else if (activations) {
+      why.s(", waiting for ACTIVATIONS from the upstream neighbour (stage ");
+      why.u(stage_.stage_index() - 1u).s(")");
+    }
     log(why.c_str());
     const FrameMeta meta = batch_meta(0);
     drop_batch("no frame arrived within the batch timeout");

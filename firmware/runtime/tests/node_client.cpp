@@ -54,6 +54,7 @@ TestNode::TestNode(const std::vector<uint8_t>& blob, const NodeOptions& options)
   config_.listen = Endpoint{{127, 0, 0, 1}, options.listen_port};
   config_.has_downstream = !stage_.is_last();
   config_.downstream = Endpoint{{127, 0, 0, 1}, options.downstream_port};
+  config_.instance = options.instance;
   config_.arena = arena_;
   config_.arena_capacity = static_cast<uint32_t>(arena_size_);
   config_.timeouts = options.timeouts;
@@ -172,12 +173,13 @@ net::Hello coordinator_hello(const TestNode& node, uint32_t max_payload) {
   return h;
 }
 
-net::Hello observer_hello() {
+net::Hello observer_hello(const uint8_t* model_hash) {
   net::Hello h{};
   h.role = net::Role::kObserver;
   h.stage_index = net::kObserverStage;
   h.max_payload = kClientLimit;
-  std::strcpy(h.cluster, "whatever");
+  std::memcpy(h.model_hash, model_hash, net::kHashSize);
+  std::strcpy(h.cluster, kCluster);
   return h;
 }
 
@@ -194,7 +196,7 @@ net::StatusReport status_of(const TestNode& node) {
   net::StatusReport report{};
   Client client;
   EXPECT_TRUE(client.connect(node.port()));
-  const Received ack = client.handshake(observer_hello());
+  const Received ack = client.handshake(observer_hello(node.model_hash()));
   EXPECT_EQ(ack.type(), net::MsgType::kHelloAck);
   client.send(net::MsgType::kStatusRequest, net::kNoBatch, nullptr, 0);
   const Received status = client.receive();

@@ -29,6 +29,7 @@ struct NodeOptions {
   NodeTimeouts timeouts{};
   uint16_t listen_port = 0;      // 0: any free port
   uint16_t downstream_port = 0;  // for a stage that is not the last
+  uint32_t instance = 0;         // what HELLO_ACK carries
 };
 
 // A node serving `blob` on 127.0.0.1, its event loop on a thread of its own.
@@ -120,7 +121,8 @@ class Client {
 
 // The identity a coordinator of `node` says in HELLO.
 net::Hello coordinator_hello(const TestNode& node, uint32_t max_payload = kClientLimit);
-net::Hello observer_hello();
+// An observer of the node's cluster and model (`nmcm status`, `nmcm down`).
+net::Hello observer_hello(const uint8_t* model_hash);
 
 // A coordinator connection already through the handshake; fails the test if refused.
 std::unique_ptr<Client> connect_coordinator(const TestNode& node,

@@ -1,10 +1,13 @@
 // The handshake (docs/protocol.md, "HELLO and HELLO_ACK"): a node tells the coordinator who it is,
 // refuses a coordinator or neighbour of another cluster, model or stage, holds one connection per
-// role (BUSY for a second), takes an observer without checks but only for STATUS and SHUTDOWN.
+// role (BUSY for a second), takes an observer of its own cluster and model, and only for STATUS
+// and SHUTDOWN.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "nmcm/net/protocol.h"
 #include "node_client.h"
@@ -134,11 +137,11 @@ TEST(NodeHandshake, OneConnectionPerRoleAndObserversOnlyAsk) {
   auto coordinator = test::connect_coordinator(node);
   expect_refused(node, test::coordinator_hello(node), ErrorCode::kBusy);
 
-  // An observer is not checked at all (nmcm status compares the identity itself).
+  // An observer of this cluster and model, whatever its stage fields.
   Client observer;
   ASSERT_TRUE(observer.connect(node.port()));
-  ASSERT_EQ(observer.handshake(test::observer_hello()).type(), MsgType::kHelloAck);
-  expect_refused(node, test::observer_hello(), ErrorCode::kBusy);
+  ASSERT_EQ(observer.handshake(test::observer_hello(node.model_hash())).type(), MsgType::kHelloAck);
+  expect_refused(node, test::observer_hello(node.model_hash()), ErrorCode::kBusy);
   ASSERT_EQ(observer.send(MsgType::kStatusRequest, net::kNoBatch, nullptr, 0), net::IoStatus::kOk);
   EXPECT_EQ(observer.receive().type(), MsgType::kStatus);
   observer.send_message(MsgType::kBatchBegin,
@@ -182,7 +185,7 @@ TEST(NodeHandshake, ShutdownAnswersThenStops) {
   ASSERT_TRUE(node.started());
   Client observer;
   ASSERT_TRUE(observer.connect(node.port()));
-  ASSERT_EQ(observer.handshake(test::observer_hello()).type(), MsgType::kHelloAck);
+  ASSERT_EQ(observer.handshake(test::observer_hello(node.model_hash())).type(), MsgType::kHelloAck);
   auto coordinator = test::connect_coordinator(node);
   observer.send(MsgType::kShutdown, net::kNoBatch, nullptr, 0);
   const Received ack = observer.receive();
@@ -196,6 +199,67 @@ TEST(NodeHandshake, ShutdownAnswersThenStops) {
   EXPECT_TRUE(node.wait_stopped(2000));
   Client late;
   EXPECT_FALSE(late.connect(node.port()));  // nobody listens any more
+}
+
+// An observer is a tool of one cluster (`nmcm status`, `nmcm down`): one of another cluster or
+// model that found this port is refused before it can read anything or stop the node.
+TEST(NodeHandshake, ObserversOfAnotherClusterOrModelAreRefused) {
+  TestNode node(test::golden("mlp_whole"));
+  ASSERT_TRUE(node.started());
+  net::Hello other_cluster = test::observer_hello(node.model_hash());
+  std::strcpy(other_cluster.cluster, "another-cluster");
+  expect_refused(node, other_cluster, ErrorCode::kClusterMismatch);
+  net::Hello other_model = test::observer_hello(node.model_hash());
+  other_model.model_hash[3] ^= 0x01;
+  expect_refused(node, other_model, ErrorCode::kModelMismatch);
+  // A stranger's SHUTDOWN right after its HELLO goes nowhere: the node still serves.
+  Client stranger;
+  ASSERT_TRUE(stranger.connect(node.port()));
+  stranger.send_message(MsgType::kHello, other_cluster);
+  stranger.send(MsgType::kShutdown, net::kNoBatch, nullptr, 0);
+  EXPECT_EQ(stranger.receive().error_code(), ErrorCode::kClusterMismatch);
+  EXPECT_TRUE(stranger.closed_by_peer());
+  EXPECT_EQ(test::status_of(node).frames_rejected, 3u);
+}
+
+// HELLO_ACK carries the number the node was started with, for whoever started it to recognise it.
+TEST(NodeHandshake, HelloAckCarriesTheInstanceTheNodeWasStartedWith) {
+  for (uint32_t instance : {1u, 0xDEADBEEFu, 0xFFFFFFFFu}) {
+    test::NodeOptions options;
+    options.instance = instance;
+    TestNode node(test::golden("mlp_whole"), options);
+    ASSERT_TRUE(node.started());
+    Client observer;
+    ASSERT_TRUE(observer.connect(node.port()));
+    const Received ack = observer.handshake(test::observer_hello(node.model_hash()));
+    ASSERT_EQ(ack.type(), MsgType::kHelloAck);
+    net::Hello h{};
+    ASSERT_TRUE(net::decode(ack.fixed.data(), &h));
+    EXPECT_EQ(h.instance, instance);
+  }
+}
+
+// Idle connections that never say HELLO, as many as the node has slots or more, do not keep
+// the coordinator out: the oldest silent one gives way; identified connections keep their slot.
+TEST(NodeHandshake, IdleConnectionsGiveWayToTheCoordinator) {
+  TestNode node(test::golden("mlp_whole"));
+  ASSERT_TRUE(node.started());
+  Client observer;
+  ASSERT_TRUE(observer.connect(node.port()));
+  ASSERT_EQ(observer.handshake(test::observer_hello(node.model_hash())).type(), MsgType::kHelloAck);
+  for (uint32_t idle_count : {kMaxInbound, kMaxInbound + 3}) {
+    std::vector<std::unique_ptr<Client>> idle;
+    for (uint32_t i = 0; i < idle_count; ++i) {
+      idle.push_back(std::make_unique<Client>());
+      ASSERT_TRUE(idle.back()->connect(node.port()));
+    }
+    auto coordinator = test::connect_coordinator(node);
+    coordinator->send(MsgType::kStatusRequest, net::kNoBatch, nullptr, 0);
+    EXPECT_EQ(coordinator->receive().type(), MsgType::kStatus);
+  }
+  // The observer that said HELLO first kept its slot throughout.
+  ASSERT_EQ(observer.send(MsgType::kStatusRequest, net::kNoBatch, nullptr, 0), net::IoStatus::kOk);
+  EXPECT_EQ(observer.receive().type(), MsgType::kStatus);
 }
 
 }  // namespace

@@ -284,7 +284,10 @@ TEST(W5500Network, AFullChipTurnsAwayAFifthPeerUntilOneLeaves) {
     peers.push_back(std::make_unique<Client>());
     ASSERT_TRUE(peers.back()->connect(node.port()));
   }
-  ASSERT_EQ(peers.front()->handshake(test::observer_hello()).type(), MsgType::kHelloAck);
+  ASSERT_EQ(peers.front()
+                ->handshake(test::observer_hello(node.stage().layout().header.model_hash))
+                .type(),
+            MsgType::kHelloAck);
   // No socket listens: the chip answers the SYN with a reset (the emulator closes the port).
   Client fifth;
   EXPECT_FALSE(fifth.connect(node.port()));

@@ -164,7 +164,7 @@ net::StatusReport status_of(const W5500TestNode& node) {
   net::StatusReport report{};
   Client client;
   EXPECT_TRUE(client.connect(node.port()));
-  const Received ack = client.handshake(observer_hello());
+  const Received ack = client.handshake(observer_hello(node.stage().layout().header.model_hash));
   EXPECT_EQ(ack.type(), net::MsgType::kHelloAck) << ack.reason();
   client.send(net::MsgType::kStatusRequest, net::kNoBatch, nullptr, 0);
   const Received status = client.receive();

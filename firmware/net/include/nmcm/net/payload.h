@@ -27,6 +27,9 @@ struct Hello {
   uint8_t model_hash[kHashSize];
   uint8_t firmware_hash[kHashSize];
   char cluster[kClusterFieldSize];  // NUL-terminated: at most 63 characters go on the wire
+  // A node: the number it was started with (`nmcm apply` gives each sim or QEMU node a fresh one,
+  // and so knows that the process answering on a port is the one it started); else 0.
+  uint32_t instance = 0;
 };
 
 // ERROR; the reason text (0..kMaxErrorText bytes of UTF-8) is its data part.

@@ -111,6 +111,7 @@ struct NodeConfig {
   uint32_t arena_capacity = 0;  // what the MCU gives the arena (STATUS arena_capacity)
   NodeTimeouts timeouts{};
   LogSink log = nullptr;
+  uint32_t instance = 0;  // HELLO_ACK's `instance`: what it was started with (0 on a board)
 };
 
 class Node {
@@ -221,6 +222,7 @@ class Node {
   void on_hello(Connection& c);
   void on_hello_ack(Connection& c);
   void fill_identity(net::Hello* h, net::Role role) const;
+  static constexpr uint16_t kAnyStage = 0xFFFF;
   net::ErrorCode check_identity(const net::Hello& h, uint16_t want_stage, uint32_t* detail,
                                 Text* why) const;
   void reach_downstream();

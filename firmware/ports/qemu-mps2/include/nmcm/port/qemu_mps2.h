@@ -25,6 +25,10 @@ std::uint64_t instructions();
 // 256 bytes are read only that far.
 bool has_argument(const char* word);
 
+// The number N of a word `name=N` of the semihosting command line (decimal, below 2^32), if
+// there is one.
+bool number_argument(const char* name, std::uint32_t* value);
+
 // Ends QEMU with this exit status through semihosting (SYS_EXIT for 0, SYS_EXIT_EXTENDED else).
 [[noreturn]] void exit(int code);
 
