@@ -147,7 +147,7 @@ class NodeLink:
         try:
             return frame, expect(frame, *types)
         except RemoteError as exc:
-            raise NodeFailed(self.name, f"reported {exc.message}") from None
+            raise NodeFailed(self.name, f"reported {exc.code.name}: {exc.reason}") from None
         except ProtocolError as exc:
             raise NodeFailed(self.name, exc.message) from None
 
