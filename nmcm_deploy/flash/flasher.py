@@ -170,7 +170,8 @@ def wait_answering(node: HardwareNode, port: int, timeout: float) -> float:
     """Wait until the node accepts a connection on its W5500 address and introduces itself as
     the manifest's node; returns the seconds it took."""
     started = time.monotonic()
-    observer = Identity(node.identity.cluster, bytes(16), 0xFFFF, 0)
+    # An observer of this cluster and model: a node of another one refuses it (docs/protocol.md).
+    observer = Identity(node.identity.cluster, node.identity.model_hash, 0xFFFF, 0)
     try:
         link = NodeLink.open(
             node.name,
@@ -182,6 +183,13 @@ def wait_answering(node: HardwareNode, port: int, timeout: float) -> float:
             timeout=5.0,
         )
     except NodeFailed as exc:
+        if "refused the handshake" in exc.what:
+            raise NodeSilent(
+                node.name,
+                f"{node.host}:{port} is answered by a node of another cluster or model "
+                f"({exc.what})",
+                hint="two nodes with the same IP address? check spec.nodes[*].w5500.ip",
+            ) from None
         raise NodeSilent(
             node.name,
             f"flashed and verified, but not answering at {node.host}:{port} after {timeout:.0f} s "
