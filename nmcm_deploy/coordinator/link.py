@@ -41,6 +41,10 @@ class NodeFailed(DeployError):
         self.what = what
 
 
+class HandshakeRefused(NodeFailed):
+    """The node answered HELLO with ERROR: it is of another cluster, model or stage, or busy."""
+
+
 @dataclass(frozen=True)
 class Identity:
     cluster: str
@@ -107,7 +111,7 @@ class NodeLink:
             ack = expect(reader.read(), MessageType.HELLO_ACK)
         except RemoteError as exc:
             sock.close()
-            raise NodeFailed(name, f"refused the handshake: {exc.message}") from None
+            raise HandshakeRefused(name, f"refused the handshake: {exc.message}") from None
         except ProtocolError as exc:
             sock.close()
             raise NodeFailed(name, f"handshake failed: {exc.message}") from None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
+from nmcm_deploy.coordinator.link import HandshakeRefused, Identity, NodeFailed, NodeLink
 from nmcm_deploy.errors import DeployError, NmcmError
 from nmcm_deploy.flash.errors import FlashError, NodeSilent
 from nmcm_deploy.flash.packs import PackEntry, resolve_pack
@@ -182,14 +182,13 @@ def wait_answering(node: HardwareNode, port: int, timeout: float) -> float:
             connect_timeout=timeout,
             timeout=5.0,
         )
+    except HandshakeRefused as exc:
+        raise NodeSilent(
+            node.name,
+            f"{node.host}:{port} is answered by a node of another cluster or model ({exc.what})",
+            hint="two nodes with the same IP address? check spec.nodes[*].w5500.ip",
+        ) from None
     except NodeFailed as exc:
-        if "refused the handshake" in exc.what:
-            raise NodeSilent(
-                node.name,
-                f"{node.host}:{port} is answered by a node of another cluster or model "
-                f"({exc.what})",
-                hint="two nodes with the same IP address? check spec.nodes[*].w5500.ip",
-            ) from None
         raise NodeSilent(
             node.name,
             f"flashed and verified, but not answering at {node.host}:{port} after {timeout:.0f} s "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nmcm_deploy.compiler.cluster import CompiledCluster, compile_cluster, write_export
-from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
+from nmcm_deploy.coordinator.link import HandshakeRefused, Identity, NodeFailed, NodeLink
 from nmcm_deploy.errors import DeployError, NmcmError
 from nmcm_deploy.manifest import load_manifest
 from nmcm_deploy.manifest.model import SIM_NETWORKS, Manifest
@@ -181,17 +181,16 @@ def stop_node(name: str, node: NodeState, cluster: str) -> str | None:
                 timeout=2.0,
                 uart=where.uart,
             )
-        except NodeFailed as exc:
-            if "refused the handshake" in exc.what:
-                # Only the process this cluster recorded is signalled (a node recorded before
-                # observers said their model); whatever answers the port after that is another's.
-                runner(node).halt(node)
-                if sim.port_open(where.port, where.host):
-                    return (
-                        f"the node answering on {where.host}:{where.port} is not this cluster's "
-                        f"({exc.what}); left running"
-                    )
-                return None
+        except HandshakeRefused as exc:
+            # Only the process this cluster recorded is signalled (a node recorded before
+            # observers said their model); whatever answers the port after that is another's.
+            runner(node).halt(node)
+            if sim.port_open(where.port, where.host):
+                return (
+                    f"the node answering on {where.host}:{where.port} is not this cluster's "
+                    f"({exc.what}); left running"
+                )
+            return None
         except (NmcmError, OSError):
             pass
         else:
@@ -226,9 +225,9 @@ def node_status(name: str, node: NodeState, cluster: str) -> NodeAnswer:
             timeout=2.0,
             uart=where.uart,
         )
-    except NodeFailed as exc:
-        if "refused the handshake" in exc.what:
-            return NodeAnswer(None, problem=exc.what)
+    except HandshakeRefused as exc:
+        return NodeAnswer(None, problem=exc.what)
+    except NodeFailed:
         return NodeAnswer(None, silent=True)
     try:
         return NodeAnswer(link.status())

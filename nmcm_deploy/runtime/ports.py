@@ -134,7 +134,7 @@ def confirm_started(
     """Until the node answering an observer on ``port`` is the one just started: the cluster and
     model it serves and the instance it was given. Raises DeployError if the process ends first,
     if the port answers for another cluster or another start, or if nothing answers in time."""
-    from nmcm_deploy.coordinator.link import NodeFailed, NodeLink
+    from nmcm_deploy.coordinator.link import HandshakeRefused, NodeFailed, NodeLink
     from nmcm_deploy.protocol import Role
 
     deadline = time.monotonic() + timeout
@@ -152,12 +152,12 @@ def confirm_started(
                 timeout=2.0,
                 uart=uart,
             )
-        except NodeFailed as exc:
-            if "refused the handshake" in exc.what:
-                raise DeployError(
-                    f"port {port} of node {name!r} is answered by a node of another cluster or "
-                    f"model ({exc.what})"
-                ) from None
+        except HandshakeRefused as exc:
+            raise DeployError(
+                f"port {port} of node {name!r} is answered by a node of another cluster or "
+                f"model ({exc.what})"
+            ) from None
+        except NodeFailed:
             if time.monotonic() >= deadline:
                 raise DeployError(
                     f"node {name!r} did not answer on port {port} within {timeout:.0f} s "
