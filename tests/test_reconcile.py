@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nmcm_deploy.reconcile.state import StateStore
-from tests.cluster_helpers import wait_for, write_manifest
+from tests.cluster_helpers import write_manifest
 from tests.conftest import ROOT, run_nmcm
 
 
@@ -47,13 +47,20 @@ def test_interrupted_apply_is_continued_by_the_next(tmp_path: Path, state_dir: P
         doc: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
         return doc
 
-    # Freeze h7a3 as soon as it is recorded: the job cannot finish whatever the machine's speed,
-    # and is interrupted at a point this test observes (it runs, waiting on h7a3).
-    wait_for(lambda: "h7a3" in recorded().get("nodes", {}), 120)
+    # Interrupt at a point this test observes: training has begun (an epoch ended), and h7a3 is
+    # frozen, so the job can neither finish nor move on (its timeouts are a minute away) when the
+    # interrupt comes, whatever the machine's speed.
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("epoch 1/40"):
+            break
+    assert seen and seen[-1].startswith("epoch 1/40"), "".join(seen)
     frozen = recorded()["nodes"]["h7a3"]["pid"]
     os.kill(frozen, signal.SIGSTOP)
     try:
-        wait_for(lambda: recorded()["job"]["status"] == "running", 120)
+        assert recorded()["job"]["status"] == "running"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
