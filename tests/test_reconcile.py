@@ -28,6 +28,10 @@ def test_second_apply_names_the_lock_holder(tmp_path: Path, state_dir: Path) -> 
     assert "Traceback" not in result.output
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_apply_is_continued_by_the_next(tmp_path: Path, state_dir: Path) -> None:
     manifest = write_manifest(
         tmp_path, name="interrupted", stages=[("f413", 0, 3), ("h7a3", 4, 5)], epochs=40
@@ -40,6 +44,8 @@ def test_interrupted_apply_is_continued_by_the_next(tmp_path: Path, state_dir: P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background inherits SIGINT ignored.
+        preexec_fn=_sigint_default,
     )
     state_file = state_dir / "interrupted" / "state.json"
 
