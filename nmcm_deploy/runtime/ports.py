@@ -12,26 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmcm_deploy.errors import DeployError
+from nmcm_deploy.runtime.sim import LOOPBACK
+from nmcm_deploy.runtime.sim import port_open as listening
 
 if TYPE_CHECKING:
     from nmcm_deploy.coordinator.link import Identity
 
-LOOPBACK = "127.0.0.1"
 # /proc/net/tcp: the state column of a listening socket.
 TCP_LISTEN = "0A"
-
-
-def listening(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
 
 
 def _listening_inodes(port: int) -> set[str]:
