@@ -10,8 +10,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,8 @@ class RunSummary:
     wall_time_s: float
     nodes: Sequence[NodeSummary]
     warnings: Sequence[str] = ()
+    window: int = 1  # micro-batches in flight at most, as run
+    micro_batches_run: Mapping[int, int] = field(default_factory=dict)  # count -> batches
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,13 @@ class RunSummary:
             "target": self.target,
             "schedule": self.schedule,
             "micro_batches": self.micro_batches,
+            # What ran: the manifest's micro_batches is an upper bound (a batch smaller than it
+            # runs one micro-batch per sample), the window the nodes' slots allowed.
+            "window": self.window,
+            "micro_batches_run": [
+                {"micro_batches": m, "batches": n}
+                for m, n in sorted(self.micro_batches_run.items())
+            ],
             "epochs": [e.as_dict() for e in self.epochs],
             "wall_time_s": round(self.wall_time_s, 3),
             "nodes": [n.as_dict() for n in self.nodes],

@@ -197,3 +197,34 @@ def test_killed_node_fails_apply_fast_and_the_next_apply_recovers(
     recovered = nmcm(state_dir, "apply", manifest)
     assert recovered.code == 0, recovered.output
     assert nmcm(state_dir, "status", manifest).code == 0
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "pipelined"])
+def test_metrics_say_what_ran_window_and_micro_batches(
+    tmp_path: Path, state_dir: Path, schedule: str
+) -> None:
+    """metrics.json reports the window the schedule ran with and how many micro-batches each
+    batch really ran in: 35 samples in batches of 16 leave a batch of 3, which runs in 3 of the
+    manifest's 4 micro-batches."""
+    npz = digits_npz(tmp_path / "digits.npz", train=35, test=10)
+    manifest = write_manifest(
+        tmp_path,
+        name="ran",
+        stages=[("f413", 0, 3), ("h7a3", 4, 5)],
+        npz=npz,
+        epochs=2,
+        batch_size=16,
+        micro_batches=4,
+        schedule=schedule,
+    )
+    out = tmp_path / "out"
+    result = nmcm(state_dir, "apply", manifest, "--out", out)
+    assert result.code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["micro_batches"] == 4
+    assert metrics["window"] == (1 if schedule == "sequential" else 4)
+    assert metrics["micro_batches_run"] == [
+        {"micro_batches": 3, "batches": 2},
+        {"micro_batches": 4, "batches": 4},
+    ]
+    assert nmcm(state_dir, "down", manifest).code == 0

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from nmcm_deploy.reconcile.state import ClusterState, NodeState, StateStore
-from nmcm_deploy.runtime import ports, sim
+from nmcm_deploy.targets import ports, sim
 from tests.cluster_helpers import wait_for, write_manifest
 from tests.conftest import ROOT, Result, run_nmcm
 

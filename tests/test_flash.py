@@ -38,7 +38,7 @@ from nmcm_deploy.manifest.model import NodeSpec, ProbeSpec
 from nmcm_deploy.profiles import mcu
 from nmcm_deploy.reconcile.cluster import Prepared, prepare
 from nmcm_deploy.reconcile.state import NodeState, StateStore
-from nmcm_deploy.runtime import sim
+from nmcm_deploy.targets import sim
 from tests.cluster_helpers import free_port_block, write_manifest
 from tests.conftest import ROOT, run_nmcm
 from tests.fake_pyocd import FakeBoard, FakePyocd

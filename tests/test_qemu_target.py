@@ -27,7 +27,7 @@ import yaml
 
 from nmcm_deploy.protocol import ProtocolTimeout
 from nmcm_deploy.protocol.uart_link import ACCEPT, OPEN, RESET, open_uart_link
-from nmcm_deploy.runtime import qemu
+from nmcm_deploy.targets import qemu
 from tests.cluster_helpers import digits_npz, free_port_block, torch_reference, write_manifest
 from tests.conftest import Result, run_nmcm
 from tests.engine_helpers import TRAIN_RTOL, rel_err

@@ -18,9 +18,9 @@ from nmcm_deploy.cli.options import (
 if TYPE_CHECKING:
     from nmcm_deploy.artifacts import RunSummary
     from nmcm_deploy.coordinator.job import EpochResult
-    from nmcm_deploy.reconcile.cluster import Prepared
     from nmcm_deploy.reconcile.desired import Change
     from nmcm_deploy.reconcile.state import ClusterState
+    from nmcm_deploy.targets.base import Prepared
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +58,7 @@ def apply(
 ) -> None:
     from nmcm_deploy.cli.plan import plan_markdown, print_plan
     from nmcm_deploy.reconcile.cluster import deploy_nodes, plan_changes, prepare
-    from nmcm_deploy.reconcile.desired import Change
+    from nmcm_deploy.reconcile.desired import Change, Op
 
     quiet = output is OutputFormat.json
     prepared = prepare(file, target, sim_network=sim_network)
@@ -74,8 +74,8 @@ def apply(
 
     with prepared.store.lock("apply"):
         state, observed, changes = plan_changes(prepared)
-        if not (artifacts / "model.pt").exists() and not any(c.op == "train" for c in changes):
-            changes.append(Change("train", "job", reason=f"no artifacts in {artifacts}"))
+        if not (artifacts / "model.pt").exists() and not any(c.op is Op.TRAIN for c in changes):
+            changes.append(Change(Op.TRAIN, reason=f"no artifacts in {artifacts}"))
         if not changes:
             if quiet:
                 terminal.emit_json(_result(name, [], state.job.artifacts))
@@ -86,7 +86,7 @@ def apply(
         if not quiet:
             print_plan(name, prepared.target, changes)
         deploy_nodes(prepared, state, observed, changes, TerminalReporter(quiet))
-        if not any(c.op == "train" for c in changes):
+        if not any(c.op is Op.TRAIN for c in changes):
             if quiet:
                 terminal.emit_json(_result(name, changes, state.job.artifacts))
             else:

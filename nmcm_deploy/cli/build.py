@@ -17,7 +17,7 @@ from nmcm_deploy import terminal
 from nmcm_deploy.cli.options import OutputFormat, output_option, target_option
 
 if TYPE_CHECKING:
-    from nmcm_deploy.reconcile.cluster import Prepared
+    from nmcm_deploy.targets.base import Prepared
 
 
 def register(app: typer.Typer) -> None:

@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
 
 def down(file: Path = typer.Argument(..., help="Manifest file.", show_default=False)) -> None:
     from nmcm_deploy.manifest import load_manifest
-    from nmcm_deploy.reconcile.cluster import stop_node
     from nmcm_deploy.reconcile.state import StateStore
+    from nmcm_deploy.targets.observer import stop_node
 
     manifest = load_manifest(file)
     store = StateStore(manifest.name)

@@ -60,12 +60,12 @@ def plan(
         raise ChangesPending()
 
 
-def describe(op: str, path: str, old: str, new: str, reason: str) -> str:
-    text = f"{op:7} {path}"
-    if old or new:
-        text += f"  {old or '-'} -> {new or '-'}"
-    if reason:
-        text += f"  ({reason})"
+def describe(change: Change) -> str:
+    text = f"{change.op.value:7} {change.path}"
+    if change.old or change.new:
+        text += f"  {change.old or '-'} -> {change.new or '-'}"
+    if change.reason:
+        text += f"  ({change.reason})"
     return text
 
 
@@ -75,7 +75,7 @@ def print_plan(cluster: str, target: str, changes: list[Change]) -> None:
         return
     terminal.out().print(f"{cluster} ({target}): {len(changes)} change(s)", markup=False)
     for c in changes:
-        terminal.out().print("  " + describe(c.op, c.path, c.old, c.new, c.reason), markup=False)
+        terminal.out().print("  " + describe(c), markup=False)
 
 
 def plan_markdown(cluster: str, target: str, changes: list[Change]) -> str:
@@ -84,5 +84,7 @@ def plan_markdown(cluster: str, target: str, changes: list[Change]) -> str:
         lines.append("No changes.")
     else:
         lines += ["| op | path | old | new | reason |", "|---|---|---|---|---|"]
-        lines += [f"| {c.op} | `{c.path}` | {c.old} | {c.new} | {c.reason} |" for c in changes]
+        lines += [
+            f"| {c.op.value} | `{c.path}` | {c.old} | {c.new} | {c.reason} |" for c in changes
+        ]
     return "\n".join(lines)

@@ -63,9 +63,11 @@ def _cluster_status(
     name: str, headers: dict[str, str] | None, target: str | None
 ) -> dict[str, Any]:
     from nmcm_deploy.build.host import firmware_key
-    from nmcm_deploy.reconcile.cluster import node_status
+    from nmcm_deploy.reconcile.desired import NodeField
+    from nmcm_deploy.reconcile.health import Health, Sync, node_health, node_sync
     from nmcm_deploy.reconcile.state import StateStore
-    from nmcm_deploy.runtime.runners import runner
+    from nmcm_deploy.targets.observer import node_status
+    from nmcm_deploy.targets.registry import of_node
 
     state = StateStore(name).load()
     target = target or state.target or "sim"
@@ -78,49 +80,40 @@ def _cluster_status(
         row: dict[str, Any] = {
             "name": node_name,
             "reachable": False,
-            "sync": "Unknown",
-            "health": "Missing",
+            "sync": Sync.UNKNOWN.value,
+            "health": Health.MISSING.value,
         }
-        desired_fw = None
+        # What is known of the desired node without compiling the model: its stage and, in
+        # sim, its image's key (a board's or QEMU image's key needs the blob).
+        want: dict[NodeField, str] = {}
         if headers is not None and node_name in headers:
-            # A board's or QEMU image's key needs the blob: the recorded one serves.
-            if target not in ("hardware", "qemu"):
-                desired_fw = firmware_key(headers[node_name], target)
-        elif headers is not None:
-            row["sync"] = "OutOfSync"  # running but no longer in the manifest
+            want[NodeField.STAGE] = str(list(headers).index(node_name))
+            if target == "sim":
+                want[NodeField.FIRMWARE] = firmware_key(headers[node_name], target)
+        removed = headers is not None and node_name not in headers
         if record is None:
-            row["sync"] = "OutOfSync"
+            row["sync"] = Sync.OUT_OF_SYNC.value
             nodes.append(row)
             continue
         row.update(stage=record.stage, mcu=record.mcu, port=record.port, pid=record.pid)
-        report = None
-        if runner(record).alive(record):
-            answer = node_status(node_name, record, name)
-            report = answer.report
-            if answer.problem:  # its port answers for another cluster or model
-                row.update(health="Foreign", problem=answer.problem)
-            elif answer.silent:  # there, but not answering (stopped, or busy for seconds)
-                row.update(health="Unresponsive", problem="does not answer")
-        if report is None:
-            if desired_fw is not None:
-                row["sync"] = "Synced" if record.firmware_sha256 == desired_fw else "OutOfSync"
-            nodes.append(row)
-            continue
-        reported_fw = report.firmware_hash.hex()
-        expected_fw = (desired_fw or record.firmware_sha256)[:32]
-        row.update(
-            reachable=True,
-            sync="Synced"
-            if reported_fw == expected_fw and report.stage_index == record.stage
-            else "OutOfSync",
-            health="Degraded" if int(report.state) == 3 else "Healthy",
-            state=report.state.name.lower(),
-            steps=report.steps,
-            last_loss=None if math.isnan(report.last_loss) else round(report.last_loss, 6),
-            arena_used=report.arena_used,
-            arena_capacity=report.arena_capacity,
-            uptime_s=round(report.uptime_ms / 1000, 1),
-        )
+        answer = node_status(node_name, record, name) if of_node(record).alive(record) else None
+        report = answer.report if answer is not None else None
+        sync = Sync.OUT_OF_SYNC if removed else node_sync(node_name, record, want, report)
+        row.update(sync=sync.value, health=node_health(answer).value)
+        if answer is not None and answer.problem:
+            row["problem"] = answer.problem
+        elif answer is not None and answer.silent:
+            row["problem"] = "does not answer"
+        if report is not None:
+            row.update(
+                reachable=True,
+                state=report.state.name.lower(),
+                steps=report.steps,
+                last_loss=None if math.isnan(report.last_loss) else round(report.last_loss, 6),
+                arena_used=report.arena_used,
+                arena_capacity=report.arena_capacity,
+                uptime_s=round(report.uptime_ms / 1000, 1),
+            )
         nodes.append(row)
     job: dict[str, Any] = {
         "status": state.job.status,
@@ -136,7 +129,7 @@ def _cluster_status(
             job["wall_time_s"] = metrics.get("wall_time_s")
     healthy = (
         bool(nodes)
-        and all(n["health"] == "Healthy" and n["sync"] == "Synced" for n in nodes)
+        and all(n["health"] == Health.HEALTHY and n["sync"] == Sync.SYNCED for n in nodes)
         and state.job.status != "failed"
     )
     return {"cluster": name, "target": target, "nodes": nodes, "job": job, "healthy": healthy}

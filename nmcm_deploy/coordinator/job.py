@@ -73,6 +73,10 @@ class JobResult:
     timing: list[NodeTiming] = field(default_factory=list)
     final_status: list[StatusReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    window: int = 1  # micro-batches in flight at most (the schedule, limited by the nodes' slots)
+    # Training batches by the number of micro-batches they ran in (a batch smaller than
+    # micro_batches runs in one per sample).
+    micro_batches_run: dict[int, int] = field(default_factory=dict)
 
 
 def divergence(first_batch_loss: float, epochs: Sequence[EpochResult]) -> str | None:
@@ -118,6 +122,7 @@ class TrainingJob:
         # as many as every stage can stash (GPipe fill and drain, flushed at every batch).
         self.window = 1 if config.schedule == "sequential" else max(1, slots)
         self.next_batch_id = 1
+        self.last_micro_batches = 0  # how many the last batch ran in
         self.selector = selectors.DefaultSelector()
         for index, link in enumerate(self.links):
             self.selector.register(link.sock, selectors.EVENT_READ, index)
@@ -146,6 +151,7 @@ class TrainingJob:
         self.next_batch_id += 1
         flags = Flags.EVAL if mode is Mode.EVAL else Flags.NONE
         parts = split_micro_batches(np.arange(len(x)), self.config.micro_batches)
+        self.last_micro_batches = len(parts)
         self._all(
             BatchBegin(
                 batch_size=len(x),
@@ -232,7 +238,7 @@ class TrainingJob:
         *,
         on_epoch: Callable[[EpochResult], None] | None = None,
     ) -> JobResult:
-        result = JobResult()
+        result = JobResult(window=self.window)
         before = [link.status() for link in self.links]
         start = time.perf_counter()
         total_batches = sum(len(e) for e in batches)
@@ -251,6 +257,8 @@ class TrainingJob:
                 except NodeFailed as exc:
                     where = f"epoch {epoch}, batch {index} of {len(epoch_batches)}"
                     raise NodeFailed(exc.node, f"{exc.what} ({where})") from None
+                ran = self.last_micro_batches
+                result.micro_batches_run[ran] = result.micro_batches_run.get(ran, 0) + 1
                 if done == 0:
                     first_loss = loss_sum / max(len(rows), 1)
                 loss_total += loss_sum

@@ -29,8 +29,8 @@ from nmcm_deploy.flash.pyocd_session import (
 from nmcm_deploy.manifest.model import NodeSpec
 from nmcm_deploy.profiles import mcu as mcu_profile
 from nmcm_deploy.protocol import Role
-from nmcm_deploy.reconcile.desired import DesiredNode
-from nmcm_deploy.reconcile.state import ClusterState, NodeState, StateStore
+from nmcm_deploy.reconcile.desired import DesiredNode, recorded_node
+from nmcm_deploy.reconcile.state import ClusterState, StateStore
 
 DEFAULT_BOOT_TIMEOUT = 30.0  # s from reset to answering: clocks, W5500 reset, PHY link (~3 s)
 
@@ -293,20 +293,12 @@ def flash_nodes(
 def _record(
     store: StateStore, state: ClusterState, node: HardwareNode, result: FlashResult
 ) -> None:
-    d = node.desired
-    state.nodes[node.name] = NodeState(
-        stage=d.stage,
-        mcu=d.mcu,
-        target=d.target,
-        blob_sha256=d.blob_sha256,
-        config_sha256=d.config_sha256,
-        firmware_sha256=d.firmware_sha256,
-        image=str(node.elf or node.image),
-        port=d.port,
-        pid=0,  # a board, not a process
-        started_at=time.time(),
-        host=node.host,
-        model_hash=node.identity.model_hash.hex(),
+    state.nodes[node.name] = recorded_node(
+        node.desired,
+        node.elf or node.image,
+        node.desired.port,
+        node.identity.model_hash,
+        host=node.host,  # a board, not a process: no pid
     )
     store.save(state)
 

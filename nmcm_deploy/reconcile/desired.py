@@ -1,18 +1,21 @@
 """The desired state of a cluster, computed from its manifest, and its difference from the recorded
-and observed state: a list of changes (op, path, old, new), which `plan` prints and `apply` carries
-out (as kopf's diffs and Terraform's plan)."""
+and observed state: a list of changes (op, node, field, old, new), which `plan` prints and `apply`
+carries out (as kopf's diffs and Terraform's plan)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from nmcm_deploy.compiler.cluster import CompiledCluster
 from nmcm_deploy.manifest.model import DEFAULT_SIM_NETWORK, Manifest
-from nmcm_deploy.reconcile.state import ClusterState
+from nmcm_deploy.reconcile.state import ClusterState, NodeState
 
 
 def sha256_hex(data: bytes) -> str:
@@ -48,24 +51,83 @@ class DesiredCluster:
     job_sha256: str
 
 
+class Op(str, Enum):
+    """What a change does: to a node, or (TRAIN) to the training job."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    START = "start"
+    DELETE = "delete"
+    TRAIN = "train"
+
+
+class NodeField(str, Enum):
+    """The recorded facts of a node whose drift from the manifest is an UPDATE."""
+
+    FIRMWARE = "firmware"
+    BLOB = "blob"
+    CONFIG = "config"
+    STAGE = "stage"
+    TARGET = "target"
+
+
 @dataclass(frozen=True)
 class Change:
-    """One difference: ``op`` on ``path`` (e.g. ``update nodes.f413.firmware``)."""
+    """One difference: ``op`` on a node (``node``, and for an UPDATE the ``field`` that drifted)
+    or, with no node, on the training job."""
 
-    op: str  # create | update | start | delete | train
-    path: str
+    op: Op
+    node: str = ""  # empty: the training job
+    field: NodeField | None = None
     old: str = ""
     new: str = ""
     reason: str = ""
 
+    @property
+    def path(self) -> str:
+        """Where the change is, as `plan` shows it: ``nodes.f413.firmware``, ``job``."""
+        if not self.node:
+            return "job"
+        return f"nodes.{self.node}" + (f".{self.field.value}" if self.field else "")
+
     def as_dict(self) -> dict[str, str]:
         return {
-            "op": self.op,
+            "op": self.op.value,
             "path": self.path,
             "old": self.old,
             "new": self.new,
             "reason": self.reason,
         }
+
+
+def recorded_node(
+    desired: DesiredNode,
+    image: Path,
+    port: int,
+    model_hash: bytes,
+    *,
+    pid: int = 0,
+    host: str = "",
+    observer_port: int = 0,
+    instance: int = 0,
+) -> NodeState:
+    """The record of a node that has just come up as ``desired``."""
+    return NodeState(
+        stage=desired.stage,
+        mcu=desired.mcu,
+        target=desired.target,
+        blob_sha256=desired.blob_sha256,
+        config_sha256=desired.config_sha256,
+        firmware_sha256=desired.firmware_sha256,
+        image=str(image),
+        port=port,
+        pid=pid,
+        started_at=time.time(),
+        host=host,
+        observer_port=observer_port,
+        model_hash=model_hash.hex(),
+        instance=instance,
+    )
 
 
 def node_config_sha256(header: str, sim_network: str = DEFAULT_SIM_NETWORK) -> str:
@@ -127,38 +189,54 @@ class Observed:
     running: dict[str, bool] = field(default_factory=dict)
 
 
+def facts(node: NodeState | DesiredNode) -> dict[NodeField, str]:
+    """A node's facts that `diff` compares, recorded or desired."""
+    return {
+        NodeField.FIRMWARE: node.firmware_sha256,
+        NodeField.BLOB: node.blob_sha256,
+        NodeField.CONFIG: node.config_sha256,
+        NodeField.STAGE: str(node.stage),
+        NodeField.TARGET: node.target,
+    }
+
+
+def drift(name: str, have: Mapping[NodeField, str], want: Mapping[NodeField, str]) -> list[Change]:
+    """The facts of node ``name`` known on both sides that differ, as UPDATEs."""
+    return [
+        Change(Op.UPDATE, name, f, have[f][:12], want[f][:12])
+        for f in NodeField
+        if f in have and f in want and have[f] != want[f]
+    ]
+
+
 def diff(desired: DesiredCluster, recorded: ClusterState, observed: Observed) -> list[Change]:
     changes: list[Change] = []
     wanted = {n.name for n in desired.nodes}
     for name in sorted(set(recorded.nodes) - wanted):
-        changes.append(Change("delete", f"nodes.{name}", reason="no longer in the manifest"))
+        changes.append(Change(Op.DELETE, name, reason="no longer in the manifest"))
     for node in desired.nodes:
         have = recorded.nodes.get(node.name)
-        path = f"nodes.{node.name}"
         if have is None:
-            changes.append(Change("create", path, new=node.firmware_sha256[:12], reason="new node"))
+            changes.append(
+                Change(Op.CREATE, node.name, new=node.firmware_sha256[:12], reason="new node")
+            )
             continue
-        fields = (
-            ("firmware", have.firmware_sha256, node.firmware_sha256),
-            ("blob", have.blob_sha256, node.blob_sha256),
-            ("config", have.config_sha256, node.config_sha256),
-            ("stage", str(have.stage), str(node.stage)),
-            ("target", have.target, node.target),
-        )
-        drifted = [(f, old, new) for f, old, new in fields if old != new]
-        for f, old, new in drifted:
-            changes.append(Change("update", f"{path}.{f}", old[:12], new[:12]))
+        drifted = drift(node.name, facts(have), facts(node))
+        changes += drifted
         if not drifted and not observed.running.get(node.name, False):
-            changes.append(Change("start", path, reason="not running"))
+            changes.append(Change(Op.START, node.name, reason="not running"))
     job = recorded.job
     if job.inputs_sha256 != desired.job_sha256:
         changes.append(
             Change(
-                "train", "job", job.inputs_sha256[:12], desired.job_sha256[:12], "inputs changed"
+                Op.TRAIN,
+                old=job.inputs_sha256[:12],
+                new=desired.job_sha256[:12],
+                reason="inputs changed",
             )
         )
     elif job.status != "succeeded":
-        changes.append(Change("train", "job", reason=f"last run {job.status}"))
+        changes.append(Change(Op.TRAIN, reason=f"last run {job.status}"))
     elif job.artifacts and not Path(job.artifacts, "model.pt").exists():
-        changes.append(Change("train", "job", reason="artifacts missing"))
+        changes.append(Change(Op.TRAIN, reason="artifacts missing"))
     return changes

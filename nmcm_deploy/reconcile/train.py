@@ -17,17 +17,18 @@ from nmcm_deploy.coordinator.job import EpochResult, JobConfig, JobResult, Train
 from nmcm_deploy.coordinator.link import NodeFailed, NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
 from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
-from nmcm_deploy.reconcile.cluster import Prepared
 from nmcm_deploy.reconcile.state import ClusterState, JobState
-from nmcm_deploy.runtime import qemu
-from nmcm_deploy.runtime.runners import runner
+from nmcm_deploy.targets import qemu
+from nmcm_deploy.targets.base import Prepared
+from nmcm_deploy.targets.observer import node_status
+from nmcm_deploy.targets.registry import of_node
 
 
 def connect(prepared: Prepared, state: ClusterState) -> list[NodeLink]:
     links = []
     for stage in prepared.cluster.stages:
         node = state.nodes[stage.plan.node.name]
-        where = runner(node).endpoint(node, Role.COORDINATOR)
+        where = of_node(node).endpoint(node, Role.COORDINATOR)
         links.append(
             NodeLink.open(
                 stage.plan.node.name,
@@ -139,15 +140,12 @@ def run_job(
 def _blame(prepared: Prepared, state: ClusterState, failure: NodeFailed) -> NodeFailed:
     """The failure as it should be told: if another node than the one that failed is gone or
     does not answer an observer, that node stopped the job (its neighbours only timed out)."""
-    from nmcm_deploy.reconcile.cluster import node_status
-    from nmcm_deploy.runtime.runners import runner
-
     for stage in prepared.cluster.stages:
         name = stage.plan.node.name
         node = state.nodes.get(name)
         if node is None or name == failure.node:
             continue
-        if not runner(node).alive(node):
+        if not of_node(node).alive(node):
             what = "is gone (its process ended)"
         elif node_status(name, node, prepared.cluster.name).silent:
             what = "stopped answering (no STATUS within 2 s)"
@@ -204,6 +202,8 @@ def _summary(
         wall_time_s=result.wall_time_s,
         nodes=nodes,
         warnings=tuple(result.warnings),
+        window=result.window,
+        micro_batches_run=dict(result.micro_batches_run),
     )
 
 

@@ -1,1 +1,1 @@
-"""Running the NMCM engine: the host trainer today, simulated and real nodes later."""
+"""The host build of the NMCM engine: `nmcm-train`, which the engine tests train through."""

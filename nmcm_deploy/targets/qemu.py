@@ -1,4 +1,4 @@
-"""QEMU nodes (`--target qemu`): each node's ARM image under ``qemu-system-arm``, on QEMU's MPS2
+"""The ``qemu`` target: each node's ARM image under ``qemu-system-arm``, on QEMU's MPS2
 board of the node's core (``mps2-an386`` for a Cortex-M4 MCU, ``mps2-an500`` for a Cortex-M7 one,
 the MCU profile's ``qemu_machine``), with ``-icount shift=0`` so that instruction counts are
 deterministic. Each node logs the instructions of every training step, per layer
@@ -37,19 +37,19 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from nmcm_deploy.build.arm import build_arm_node, stage_key
+from nmcm_deploy.compiler.cluster import CompiledStage
 from nmcm_deploy.errors import DeployError
-from nmcm_deploy.runtime.ports import tail
+from nmcm_deploy.profiles import mcu as mcu_profile
+from nmcm_deploy.protocol import Role
+from nmcm_deploy.reconcile.state import NodeState
+from nmcm_deploy.targets import ports as port_claims
+from nmcm_deploy.targets.base import Deployment, Endpoint
+from nmcm_deploy.targets.ports import LOOPBACK, tail
 
-if TYPE_CHECKING:
-    from nmcm_deploy.reconcile.cluster import Prepared, Reporter
-    from nmcm_deploy.reconcile.desired import Change, Observed
-    from nmcm_deploy.reconcile.state import ClusterState
-
-TARGET = "qemu"
+NAME = "qemu"
 QEMU = "qemu-system-arm"
-LOOPBACK = "127.0.0.1"
 APP = "node-qemu"
 DEFAULT_LIFETIME_S = 4 * 3600
 READY_TIMEOUT_S = 20.0
@@ -300,30 +300,19 @@ def wait_exit(pid: int, timeout: float) -> bool:
 # --- deploying -----------------------------------------------------------------------------------
 
 
-class QemuRunner:
-    """Brings a cluster's QEMU nodes to the manifest: builds each node's image, (re)starts the
-    nodes that changed or are not running, records each one as soon as it answers."""
+class QemuTarget:
+    """Builds each node's image, (re)starts the nodes that changed or are not running, records
+    each one as soon as it answers."""
 
-    target = TARGET
+    name = NAME
 
-    def deploy(
-        self,
-        prepared: Prepared,
-        state: ClusterState,
-        observed: Observed,
-        changes: list[Change],
-        report: Reporter,
-    ) -> None:
-        from nmcm_deploy.build.arm import build_arm_node
-        from nmcm_deploy.coordinator.link import Identity
-        from nmcm_deploy.profiles import mcu as mcu_profile
-        from nmcm_deploy.reconcile.cluster import stop_node
-        from nmcm_deploy.reconcile.state import NodeState
-        from nmcm_deploy.runtime import ports as port_claims
+    def firmware_key(self, stage: CompiledStage) -> str:
+        return stage_key(stage, NAME)
 
-        store = prepared.store
+    def deploy(self, deployment: Deployment) -> None:
+        prepared = deployment.prepared
+        report = deployment.report
         count = len(prepared.desired.nodes)
-        touched = {c.path.split(".")[1] for c in changes if c.path.startswith("nodes.")}
         images: dict[str, Path] = {}
         # Every image first: a build that fails leaves the running cluster as it was.
         for desired in prepared.desired.nodes:
@@ -335,11 +324,7 @@ class QemuRunner:
                 prepared.nodes_dir / desired.name, machine, desired.firmware_sha256, app=APP
             )
             images[desired.name] = image.elf
-        restart = [
-            d
-            for d in prepared.desired.nodes
-            if d.name in touched or not observed.running.get(d.name, False)
-        ]
+        restart = [d for d in prepared.desired.nodes if deployment.needs_start(d)]
         if restart:
             # A UART cannot tell a node that its downstream neighbour restarted (docs/protocol.md,
             # "Under QEMU"): the nodes upstream of a restarted one restart with it.
@@ -347,16 +332,16 @@ class QemuRunner:
             restart = [d for d in prepared.desired.nodes if d.stage <= last]
         # Downstream first: each node then finds its neighbour listening when it starts.
         for desired in sorted(restart, key=lambda d: -d.stage):
-            old = state.nodes.get(desired.name)
+            old = deployment.state.nodes.get(desired.name)
             if old is not None:
-                stop_node(desired.name, old, prepared.cluster.name)
+                deployment.stop(desired.name, old)
             ports = node_ports(desired.port - desired.stage, desired.stage, count)
             machine = mcu_profile(desired.mcu).qemu_machine
             report.step(
                 f"starting {desired.name} under {QEMU} -M {machine} on "
                 f"{LOOPBACK}:{ports.coordinator}"
             )
-            log = log_path(store.dir, desired.name)
+            log = log_path(prepared.store.dir, desired.name)
             owner = str(prepared.nodes_dir / desired.name)
             listened = [ports.coordinator, ports.observer]
             if ports.upstream is not None:
@@ -365,13 +350,12 @@ class QemuRunner:
                 report.step(f"stopped {left}: left unrecorded by an interrupted apply")
             instance = port_claims.new_instance()
             pid, _ = start_node(machine, images[desired.name], ports, log, instance, owner)
-            identity = Identity(prepared.cluster.name, prepared.cluster.model_hash, 0xFFFF, 0)
             try:
                 # QEMU listening is not enough: the firmware must be serving, and be this one.
                 port_claims.confirm_started(
                     desired.name,
                     ports.observer,
-                    identity,
+                    prepared.observer(),
                     instance,
                     partial(is_node_process, pid),
                     log,
@@ -381,19 +365,23 @@ class QemuRunner:
             except BaseException:
                 stop_process(pid)
                 raise
-            state.nodes[desired.name] = NodeState(
-                stage=desired.stage,
-                mcu=desired.mcu,
-                target=desired.target,
-                blob_sha256=desired.blob_sha256,
-                config_sha256=desired.config_sha256,
-                firmware_sha256=desired.firmware_sha256,
-                image=str(images[desired.name]),
-                port=ports.coordinator,
-                observer_port=ports.observer,
+            deployment.record(
+                desired,
+                images[desired.name],
+                ports.coordinator,
                 pid=pid,
-                started_at=time.time(),
-                model_hash=prepared.cluster.model_hash.hex(),
+                observer_port=ports.observer,
                 instance=instance,
             )
-            store.save(state)
+
+    def alive(self, node: NodeState) -> bool:
+        return is_node_process(node.pid, node.image or None)
+
+    def endpoint(self, node: NodeState, role: Role) -> Endpoint:
+        port = node.observer_port if role is Role.OBSERVER and node.observer_port else node.port
+        return Endpoint(LOOPBACK, port, uart=True)
+
+    def halt(self, node: NodeState) -> None:
+        # SHUTDOWN ends the firmware's main(), and with it QEMU (status 0).
+        if node.pid and not wait_exit(node.pid, 3.0):
+            stop_process(node.pid)

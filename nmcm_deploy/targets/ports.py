@@ -1,4 +1,4 @@
-"""The loopback ports of sim and QEMU nodes: who holds one, and taking them for a node.
+"""The ports of nodes: whether one answers, who holds a loopback one, and taking them for a node.
 
 A node's port may be held by a node of another cluster (the same ports in two manifests), by a
 process that is no node at all, or by this very node left over from an apply that was killed
@@ -12,20 +12,27 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmcm_deploy.errors import DeployError
-from nmcm_deploy.runtime.sim import LOOPBACK
-from nmcm_deploy.runtime.sim import port_open as listening
 
 if TYPE_CHECKING:
     from nmcm_deploy.coordinator.link import Identity
 
+LOOPBACK = "127.0.0.1"
 # /proc/net/tcp: the state column of a listening socket.
 TCP_LISTEN = "0A"
+
+
+def listening(port: int, host: str = LOOPBACK) -> bool:
+    """Whether something accepts connections on ``host:port``."""
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
 
 
 def _listening_inodes(port: int) -> set[str]:
