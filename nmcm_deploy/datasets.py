@@ -5,10 +5,12 @@ Everything the training loop needs to reproduce a run lives here: the split and 
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy
 
 from nmcm_deploy.errors import NmcmError
 
@@ -155,6 +157,25 @@ def _load_npz(
         xt, yt, xv, yv = _split(x, y, test_fraction, shuffle, seed)
     found = int(max(yt.max(initial=0), yv.max(initial=0))) + 1
     return Dataset(xt, yt, xv, yv, classes if classes is not None else found)
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype kind of each array in an .npz, reading only the .npy headers (so `validate`
+    can check a dataset of any size quickly). Raises OSError, ValueError, zipfile.BadZipFile or
+    EOFError for a file that is not a readable npz."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as fh:
+                version = npy.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = npy.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = npy.read_array_header_2_0(fh)
+            out[info.filename[:-4]] = (tuple(shape), dtype.kind)
+    return out
 
 
 def batch_order(

@@ -12,11 +12,13 @@ import pytest
 
 from nmcm_deploy import profiles
 from nmcm_deploy.compiler.blob import write_blob
+from nmcm_deploy.compiler.blob_layout import blob_size as blob_bytes
+from nmcm_deploy.compiler.fit import stage_fit
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.memory import plan_stage
 from nmcm_deploy.errors import Problem
 from nmcm_deploy.manifest import load_manifest, validate_file
-from nmcm_deploy.manifest.checks import blob_bytes, semantic_problems, stage_fit
+from nmcm_deploy.manifest.checks import semantic_problems
 from nmcm_deploy.manifest.loader import LoadedYaml, load_yaml, parse_path, parse_yaml
 from nmcm_deploy.manifest.schema import schema_problems
 

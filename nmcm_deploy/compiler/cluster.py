@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nmcm_deploy.compiler.blob_layout import blob_size
+from nmcm_deploy.compiler.fit import StageFit, keeps_momentum, stage_fit
 from nmcm_deploy.compiler.headers import Endpoint, NodeNetwork, stage_header
 from nmcm_deploy.compiler.ir import Layer, ModelIR
-from nmcm_deploy.compiler.memory import MemoryPlan, plan_stage
+from nmcm_deploy.compiler.memory import MemoryPlan
 from nmcm_deploy.errors import ModelError
+from nmcm_deploy.files import atomic_write
 from nmcm_deploy.profiles import McuProfile, mcu
 
 if TYPE_CHECKING:
@@ -33,34 +33,6 @@ UNSET_MAC = "00:00:00:00:00:00"
 
 
 @dataclass(frozen=True)
-class StageFit:
-    """Predicted memory of one node against its MCU (the build replaces these with ELF figures)."""
-
-    sram_bytes: int
-    sram_capacity: int
-    flash_bytes: int
-    flash_capacity: int
-
-    @property
-    def fits(self) -> bool:
-        return self.sram_bytes <= self.sram_capacity and self.flash_bytes <= self.flash_capacity
-
-    def shortfall(self) -> str:
-        parts = []
-        if self.sram_bytes > self.sram_capacity:
-            parts.append(
-                f"SRAM {self.sram_bytes} B > {self.sram_capacity} B "
-                f"(over by {self.sram_bytes - self.sram_capacity} B)"
-            )
-        if self.flash_bytes > self.flash_capacity:
-            parts.append(
-                f"flash {self.flash_bytes} B > {self.flash_capacity} B "
-                f"(over by {self.flash_bytes - self.flash_capacity} B)"
-            )
-        return "; ".join(parts)
-
-
-@dataclass(frozen=True)
 class StagePlan:
     index: int
     node: NodeSpec
@@ -68,28 +40,17 @@ class StagePlan:
     layers: tuple[Layer, ...]
     first: int
     last: int
-    memory: MemoryPlan
-    blob_bytes_estimate: int
-    fit: StageFit
+    fit: StageFit  # its memory plan, blob size and what it needs of its MCU
+
+    @property
+    def memory(self) -> MemoryPlan:
+        return self.fit.memory
 
 
 @dataclass(frozen=True)
 class ClusterPlan:
     ir: ModelIR
     stages: tuple[StagePlan, ...]
-
-
-def micro_batch_size(batch_size: int, micro_batches: int) -> int:
-    return math.ceil(batch_size / micro_batches)
-
-
-def predict_fit(memory: MemoryPlan, blob_bytes: int, profile: McuProfile) -> StageFit:
-    return StageFit(
-        sram_bytes=memory.arena_bytes + profile.runtime_sram_reserve,
-        sram_capacity=profile.sram_capacity,
-        flash_bytes=blob_bytes + profile.runtime_flash_reserve,
-        flash_capacity=profile.flash_capacity,
-    )
 
 
 def resolve_stages(manifest: Manifest, n_layers: int) -> list[tuple[str, int, int]]:
@@ -107,41 +68,28 @@ def resolve_stages(manifest: Manifest, n_layers: int) -> list[tuple[str, int, in
 
 
 def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
-    """Split ``ir`` by the manifest's stages and plan each stage's memory."""
+    """Split ``ir`` by the manifest's stages and plan each stage's memory (compiler/fit.py)."""
     training = manifest.training
-    mb = micro_batch_size(training.batch_size, training.micro_batches)
-    slots = training.micro_batches
-    momentum = training.optimizer.momentum != 0.0
     nodes = {n.name: n for n in manifest.nodes}
     stages = []
     pipeline = resolve_stages(manifest, len(ir.layers))
     for index, (node_name, first, last) in enumerate(pipeline):
         node = nodes[node_name]
         profile = mcu(node.mcu)
-        memory = plan_stage(
+        fit = stage_fit(
             ir,
             first,
             last,
-            micro_batch=mb,
-            slots=slots,
-            momentum=momentum,
+            profile,
+            batch_size=training.batch_size,
+            micro_batches=training.micro_batches,
+            momentum=keeps_momentum(training.optimizer.momentum),
+            schedule=training.schedule,
             stage_index=index,
             stage_count=len(pipeline),
         )
-        layers = ir.layers[first : last + 1]
-        blob_bytes = blob_size(memory, len(layers))
         stages.append(
-            StagePlan(
-                index,
-                node,
-                profile,
-                layers,
-                first,
-                last,
-                memory,
-                blob_bytes,
-                predict_fit(memory, blob_bytes, profile),
-            )
+            StagePlan(index, node, profile, ir.layers[first : last + 1], first, last, fit)
         )
     return ClusterPlan(ir, tuple(stages))
 
@@ -253,7 +201,7 @@ def headers_without_torch(manifest: Manifest, target: str) -> dict[str, str] | N
             plan,
             stage,
             node_network(manifest, plan, stage.index, target),
-            stage.blob_bytes_estimate,
+            stage.fit.blob_bytes,
         )
         for stage in plan.stages
     }
@@ -322,14 +270,8 @@ def write_export(cluster: CompiledCluster, out: Path) -> list[Path]:
     for stage in cluster.stages:
         d = out / stage.plan.node.name
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / "stage.blob", stage.blob)
-        _atomic_write(d / "nmcm_stage.h", stage.header.encode())
-        _atomic_write(d / "memory-plan.json", plan_json(stage).encode())
+        atomic_write(d / "stage.blob", stage.blob)
+        atomic_write(d / "nmcm_stage.h", stage.header.encode())
+        atomic_write(d / "memory-plan.json", plan_json(stage).encode())
         dirs.append(d)
     return dirs
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -8,11 +8,11 @@ keeps the two in step). Relative paths are resolved against the manifest's direc
 from __future__ import annotations
 
 import ipaddress
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmcm_deploy.compiler.fit import micro_batch_size
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.ir import ModelIR
 from nmcm_deploy.errors import Location, ModelError
@@ -120,7 +120,7 @@ class TrainingSpec:
     @property
     def micro_batch_size(self) -> int:
         """Most samples in one micro-batch."""
-        return math.ceil(self.batch_size / self.micro_batches)
+        return micro_batch_size(self.batch_size, self.micro_batches)
 
 
 @dataclass(frozen=True)

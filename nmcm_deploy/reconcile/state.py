@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nmcm_deploy.errors import NmcmError
+from nmcm_deploy.files import atomic_write
 
 STATE_FORMAT = 1
 
@@ -26,17 +27,6 @@ STATE_FORMAT = 1
 def state_root() -> Path:
     """Where the state of all clusters lives: ``$NMCM_STATE_DIR``, else ``.nmcm`` here."""
     return Path(os.environ.get("NMCM_STATE_DIR", ".nmcm"))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 @dataclass
@@ -54,7 +44,7 @@ class NodeState:
     pid: int = 0  # sim/qemu: the node's process
     started_at: float = 0.0
     host: str = ""  # where the node listens: hardware, its W5500 IP; empty: loopback (sim/qemu)
-    observer_port: int = 0  # qemu: the observers' UART (runtime/qemu.py); 0: ``port``
+    observer_port: int = 0  # qemu: the observers' UART (targets/qemu.py); 0: ``port``
     model_hash: str = ""  # hex: what an observer says in HELLO (the node refuses other models)
     instance: int = 0  # sim/qemu: the number it was started with, which its HELLO_ACK carries
 
