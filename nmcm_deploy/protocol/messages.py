@@ -1,6 +1,11 @@
 """Payloads of every message type: one dataclass each, `pack()` to bytes and `unpack()` from bytes,
 with the layouts of docs/protocol.md ("Payloads").
 
+Each class states its payload once: `FIXED`, the fields of its fixed part in wire order, and `DATA`,
+the data part that may follow (fields.py). `Message` packs, unpacks and checks every type from
+these; a class adds a hook only for a rule across fields (`_check_fields`) or for values the format
+cannot carry (`_check_sendable`).
+
 `unpack` checks everything the spec calls well-formed (sizes, enumeration ranges) and raises
 `Malformed` otherwise, so a frame that FrameReader accepted always decodes. Tensors come back as
 read-only numpy views of the payload (no copy); `.copy()` them to modify.
@@ -9,7 +14,7 @@ read-only numpy views of the payload (no copy); `.copy()` them to modify.
 from __future__ import annotations
 
 import math
-import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -17,9 +22,25 @@ import numpy as np
 import numpy.typing as npt
 
 from nmcm_deploy.protocol.errors import Malformed
+from nmcm_deploy.protocol.fields import (
+    DataPart,
+    Elements,
+    Layout,
+    Text,
+    Values,
+    ascii_name,
+    f32,
+    hash16,
+    reserved,
+    u8,
+    u16,
+    u32,
+    u64,
+)
 from nmcm_deploy.protocol.spec import (
     CLUSTER_FIELD_SIZE,
     FIXED_SIZE,
+    HAS_DATA,
     HASH_SIZE,
     MAX_ERROR_TEXT,
     ErrorCode,
@@ -36,65 +57,89 @@ I32 = np.dtype("<i4")
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 
-_E = TypeVar("_E", bound=int)
+_M = TypeVar("_M", bound="Message")
 
 
-def _enum(kind: type[_E], value: int, what: str) -> _E:
-    try:
-        return kind(value)
-    except ValueError:
-        raise Malformed(f"{what} {value} is not a known value", detail=value) from None
-
-
-def _need(payload: bytes, size: int, what: MessageType) -> None:
-    if len(payload) < size:
-        raise Malformed(f"{what.name} payload has {len(payload)} bytes, needs {size}")
-
-
-def _exact(payload: bytes, size: int, what: MessageType) -> None:
-    if len(payload) != size:
-        raise Malformed(f"{what.name} payload has {len(payload)} bytes, must be {size}")
-
-
-def _hash(value: bytes, what: str) -> bytes:
-    if len(value) != HASH_SIZE:
-        raise ValueError(f"{what} must be {HASH_SIZE} bytes, got {len(value)}")
-    return value
+def _sized(payload: bytes, size: int, type_: MessageType, *, exact: bool) -> None:
+    if len(payload) < size or (exact and len(payload) != size):
+        rule = "must be" if exact else "needs"
+        raise Malformed(f"{type_.name} payload has {len(payload)} bytes, {rule} {size}")
 
 
 class Message:
-    """Base of the payload classes. TYPE is the message type a class encodes."""
+    """Base of the payload classes. TYPE is the message type a class encodes, FIXED its fixed part,
+    DATA its data part (None for a fixed-only type)."""
 
     TYPE: ClassVar[MessageType]
+    FIXED: ClassVar[Layout] = Layout()
+    DATA: ClassVar[DataPart | None] = None
 
     def pack(self) -> bytes:
-        raise NotImplementedError
+        self._check_sendable()
+        data = b"" if self.DATA is None else self.DATA.pack(self)
+        return self.FIXED.pack(self) + data
 
     @classmethod
-    def unpack(cls, payload: bytes) -> Message:
-        raise NotImplementedError
+    def unpack(cls: type[_M], payload: bytes) -> _M:
+        size = cls.FIXED.size
+        _sized(payload, size, cls.TYPE, exact=cls.DATA is None)
+        values = cls._fixed_values(payload[:size], len(payload) - size)
+        if cls.DATA is not None:
+            cls.DATA.unpack(values, payload, size)
+        return cls(**values)
 
     @classmethod
     def check(cls, fixed: bytes, data_len: int) -> None:
         """Check the fixed part and the data size it implies, before the data part is read.
 
-        Fixed-only types have data_len 0 here (the header check made sure of it); unpacking the
-        fixed part checks their enumerations.
+        Fixed-only types have data_len 0 here (the header check made sure of it).
         """
-        cls.unpack(fixed)
+        cls._fixed_values(fixed, data_len)
+
+    @classmethod
+    def _fixed_values(cls, fixed: bytes, data_len: int) -> Values:
+        # Size, enumerations, rules across fields, then the data size: the C++ decoder's order.
+        _sized(fixed, cls.FIXED.size, cls.TYPE, exact=True)
+        values = cls.FIXED.unpack(fixed)
+        cls._check_fields(values)
+        if cls.DATA is not None:
+            cls.DATA.check(cls.TYPE.name, values, data_len)
+        return values
+
+    @classmethod
+    def _check_fields(cls, values: Values) -> None:
+        """Raises Malformed for a received fixed part that breaks a rule its field table cannot
+        state (a count that must be positive, a range that must fit)."""
+
+    def _check_sendable(self) -> None:
+        """Raises ValueError for a message the format cannot carry, before anything is packed."""
 
 
 # --- HELLO / HELLO_ACK -------------------------------------------------------------------------
-
-_IDENTITY = struct.Struct("<BBHHHIIIHHII16s16s64s")
-_H = TypeVar("_H", bound="Hello")
 
 
 @dataclass(frozen=True)
 class Hello(Message):
     """Identity of the sender (docs/protocol.md, "HELLO and HELLO_ACK")."""
 
-    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    TYPE = MessageType.HELLO
+    FIXED = Layout(
+        u8("role", Role),
+        reserved(1),
+        u16("stage_index"),
+        u16("stage_count"),
+        u16("micro_batch"),
+        u32("max_payload"),
+        u32("input_features"),
+        u32("output_features"),
+        u16("slots"),
+        u16("tensor_count"),
+        u32("instance"),
+        reserved(4),
+        hash16("model_hash"),
+        hash16("firmware_hash"),
+        ascii_name("cluster", CLUSTER_FIELD_SIZE),
+    )
 
     role: Role
     stage_index: int
@@ -110,147 +155,81 @@ class Hello(Message):
     tensor_count: int = 0
     instance: int = 0  # a node: the number it was started with (HELLO_ACK); else 0
 
-    def pack(self) -> bytes:
-        name = self.cluster.encode("ascii")
-        if len(name) >= CLUSTER_FIELD_SIZE:
-            raise ValueError(f"cluster name longer than {CLUSTER_FIELD_SIZE - 1} characters")
-        return _IDENTITY.pack(
-            self.role,
-            0,
-            self.stage_index,
-            self.stage_count,
-            self.micro_batch,
-            self.max_payload,
-            self.input_features,
-            self.output_features,
-            self.slots,
-            self.tensor_count,
-            self.instance,
-            0,
-            _hash(self.model_hash, "model_hash"),
-            _hash(self.firmware_hash, "firmware_hash"),
-            name,
-        )
-
-    @classmethod
-    def unpack(cls: type[_H], payload: bytes) -> _H:
-        _exact(payload, _IDENTITY.size, cls.TYPE)
-        (role, _, stage, count, mb, limit, fin, fout, slots, tensors, inst, _, model, fw, name) = (
-            _IDENTITY.unpack(payload)
-        )
-        return cls(
-            role=_enum(Role, role, "role"),
-            stage_index=stage,
-            stage_count=count,
-            max_payload=limit,
-            model_hash=model,
-            firmware_hash=fw,
-            cluster=name.split(b"\0", 1)[0].decode("ascii", errors="replace"),
-            micro_batch=mb,
-            input_features=fin,
-            output_features=fout,
-            slots=slots,
-            tensor_count=tensors,
-            instance=inst,
-        )
-
 
 @dataclass(frozen=True)
 class HelloAck(Hello):
-    TYPE: ClassVar[MessageType] = MessageType.HELLO_ACK
+    TYPE = MessageType.HELLO_ACK
 
 
 # --- ERROR, ACK, SHUTDOWN, STATUS_REQUEST ------------------------------------------------------
-
-_ERROR = struct.Struct("<HHI")
 
 
 @dataclass(frozen=True)
 class ErrorMessage(Message):
     """ERROR: a code, the offending value, and a reason for people (cut to 200 bytes of UTF-8)."""
 
-    TYPE: ClassVar[MessageType] = MessageType.ERROR
+    TYPE = MessageType.ERROR
+    FIXED = Layout(u16("code", ErrorCode, "error code"), reserved(2), u32("detail"))
+    DATA = Text("reason", MAX_ERROR_TEXT)
 
     code: ErrorCode
     reason: str = ""
     detail: int = 0
 
-    def pack(self) -> bytes:
-        text = self.reason.encode("utf-8")[:MAX_ERROR_TEXT].decode("utf-8", errors="ignore")
-        return _ERROR.pack(self.code, 0, self.detail) + text.encode("utf-8")
-
-    @classmethod
-    def check(cls, fixed: bytes, data_len: int) -> None:
-        _exact(fixed, _ERROR.size, cls.TYPE)
-        _enum(ErrorCode, _ERROR.unpack(fixed)[0], "error code")
-        if data_len > MAX_ERROR_TEXT:
-            raise Malformed(f"ERROR reason of {data_len} bytes, at most {MAX_ERROR_TEXT}")
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> ErrorMessage:
-        _need(payload, _ERROR.size, cls.TYPE)
-        cls.check(payload[: _ERROR.size], len(payload) - _ERROR.size)
-        code, _, detail = _ERROR.unpack_from(payload)
-        reason = payload[_ERROR.size :].decode("utf-8", errors="replace")
-        return cls(code=ErrorCode(code), reason=reason, detail=detail)
-
-
-_ACK = struct.Struct("<BBHI")
-
 
 @dataclass(frozen=True)
 class Ack(Message):
-    TYPE: ClassVar[MessageType] = MessageType.ACK
+    TYPE = MessageType.ACK
+    FIXED = Layout(u8("acked_type", MessageType), reserved(1), reserved(2), u32("acked_sequence"))
 
     acked_type: MessageType
     acked_sequence: int
 
-    def pack(self) -> bytes:
-        return _ACK.pack(self.acked_type, 0, 0, self.acked_sequence)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Ack:
-        _exact(payload, _ACK.size, cls.TYPE)
-        acked, _, _, seq = _ACK.unpack(payload)
-        return cls(acked_type=_enum(MessageType, acked, "acked type"), acked_sequence=seq)
-
 
 @dataclass(frozen=True)
 class Shutdown(Message):
-    TYPE: ClassVar[MessageType] = MessageType.SHUTDOWN
-
-    def pack(self) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Shutdown:
-        _exact(payload, 0, cls.TYPE)
-        return cls()
+    TYPE = MessageType.SHUTDOWN
 
 
 @dataclass(frozen=True)
 class StatusRequest(Message):
-    TYPE: ClassVar[MessageType] = MessageType.STATUS_REQUEST
-
-    def pack(self) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> StatusRequest:
-        _exact(payload, 0, cls.TYPE)
-        return cls()
+    TYPE = MessageType.STATUS_REQUEST
 
 
 # --- STATUS ------------------------------------------------------------------------------------
-
-_STATUS = struct.Struct("<HHBBHIIfIIIQQQQQIIIIII16s16s")
 
 
 @dataclass(frozen=True)
 class StatusReport(Message):
     """STATUS: where a node is and what it has spent. Counters are in ticks of `tick_hz`."""
 
-    TYPE: ClassVar[MessageType] = MessageType.STATUS
+    TYPE = MessageType.STATUS
+    FIXED = Layout(
+        u16("stage_index"),
+        u16("stage_count"),
+        u8("state", NodeState),
+        reserved(1),
+        reserved(2),
+        u32("steps"),
+        u32("batch"),
+        f32("last_loss"),
+        u32("arena_used"),
+        u32("arena_capacity"),
+        u32("tick_hz"),
+        u64("compute_ticks"),
+        u64("comm_ticks"),
+        u64("idle_ticks"),
+        u64("bytes_sent"),
+        u64("bytes_received"),
+        u32("frames_sent"),
+        u32("frames_received"),
+        u32("frames_rejected"),
+        u32("uptime_ms"),
+        reserved(4),
+        reserved(4),
+        hash16("model_hash"),
+        hash16("firmware_hash"),
+    )
 
     stage_index: int
     stage_count: int
@@ -277,72 +256,24 @@ class StatusReport(Message):
         """A tick counter in seconds (0 when the node reports no clock)."""
         return ticks / self.tick_hz if self.tick_hz else 0.0
 
-    def pack(self) -> bytes:
-        return _STATUS.pack(
-            self.stage_index,
-            self.stage_count,
-            self.state,
-            0,
-            0,
-            self.steps,
-            self.batch,
-            self.last_loss,
-            self.arena_used,
-            self.arena_capacity,
-            self.tick_hz,
-            self.compute_ticks,
-            self.comm_ticks,
-            self.idle_ticks,
-            self.bytes_sent,
-            self.bytes_received,
-            self.frames_sent,
-            self.frames_received,
-            self.frames_rejected,
-            self.uptime_ms,
-            0,
-            0,
-            _hash(self.model_hash, "model_hash"),
-            _hash(self.firmware_hash, "firmware_hash"),
-        )
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> StatusReport:
-        _exact(payload, _STATUS.size, cls.TYPE)
-        v = _STATUS.unpack(payload)
-        return cls(
-            stage_index=v[0],
-            stage_count=v[1],
-            state=_enum(NodeState, v[2], "state"),
-            steps=v[5],
-            batch=v[6],
-            last_loss=v[7],
-            arena_used=v[8],
-            arena_capacity=v[9],
-            tick_hz=v[10],
-            compute_ticks=v[11],
-            comm_ticks=v[12],
-            idle_ticks=v[13],
-            bytes_sent=v[14],
-            bytes_received=v[15],
-            frames_sent=v[16],
-            frames_received=v[17],
-            frames_rejected=v[18],
-            uptime_ms=v[19],
-            model_hash=v[22],
-            firmware_hash=v[23],
-        )
-
 
 # --- BATCH_BEGIN, METRICS, STEP ----------------------------------------------------------------
-
-_BATCH_BEGIN = struct.Struct("<HHBBHII")
 
 
 @dataclass(frozen=True)
 class BatchBegin(Message):
     """Opens the batch named in the frame header: B samples in M micro-batches."""
 
-    TYPE: ClassVar[MessageType] = MessageType.BATCH_BEGIN
+    TYPE = MessageType.BATCH_BEGIN
+    FIXED = Layout(
+        u16("batch_size"),
+        u16("micro_batches"),
+        u8("mode", Mode),
+        u8("loss", LossKind),
+        reserved(2),
+        u32("epoch"),
+        reserved(4),
+    )
 
     batch_size: int
     micro_batches: int
@@ -350,74 +281,32 @@ class BatchBegin(Message):
     loss: LossKind = LossKind.CROSS_ENTROPY
     epoch: int = 0
 
-    def pack(self) -> bytes:
-        return _BATCH_BEGIN.pack(
-            self.batch_size, self.micro_batches, self.mode, self.loss, 0, self.epoch, 0
-        )
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> BatchBegin:
-        _exact(payload, _BATCH_BEGIN.size, cls.TYPE)
-        size, count, mode, loss, _, epoch, _ = _BATCH_BEGIN.unpack(payload)
-        return cls(
-            batch_size=size,
-            micro_batches=count,
-            mode=_enum(Mode, mode, "mode"),
-            loss=_enum(LossKind, loss, "loss"),
-            epoch=epoch,
-        )
-
-
-_METRICS = struct.Struct("<fIII")
-
 
 @dataclass(frozen=True)
 class Metrics(Message):
     """One micro-batch's loss sum (Σ per-sample loss), correct predictions and sample count."""
 
-    TYPE: ClassVar[MessageType] = MessageType.METRICS
+    TYPE = MessageType.METRICS
+    FIXED = Layout(f32("loss_sum"), u32("correct"), u32("samples"), reserved(4))
 
     loss_sum: float
     correct: int
     samples: int
-
-    def pack(self) -> bytes:
-        return _METRICS.pack(self.loss_sum, self.correct, self.samples, 0)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Metrics:
-        _exact(payload, _METRICS.size, cls.TYPE)
-        loss, correct, samples, _ = _METRICS.unpack(payload)
-        return cls(loss_sum=loss, correct=correct, samples=samples)
-
-
-_STEP = struct.Struct("<fffI")
 
 
 @dataclass(frozen=True)
 class Step(Message):
     """Apply torch.optim.SGD to the gradients of the batch named in the header."""
 
-    TYPE: ClassVar[MessageType] = MessageType.STEP
+    TYPE = MessageType.STEP
+    FIXED = Layout(f32("lr"), f32("momentum"), f32("weight_decay"), reserved(4))
 
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
 
-    def pack(self) -> bytes:
-        return _STEP.pack(self.lr, self.momentum, self.weight_decay, 0)
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Step:
-        _exact(payload, _STEP.size, cls.TYPE)
-        lr, momentum, decay, _ = _STEP.unpack(payload)
-        return cls(lr=lr, momentum=momentum, weight_decay=decay)
-
 
 # --- INPUTS, ACTIVATIONS, GRADIENTS, LABELS ----------------------------------------------------
-
-_TENSOR = struct.Struct("<HHI")
-_T = TypeVar("_T", bound="TensorMessage")
 
 
 def _float_rows(data: object) -> FloatArray:
@@ -430,6 +319,9 @@ def _float_rows(data: object) -> FloatArray:
 @dataclass(frozen=True, eq=False)
 class TensorMessage(Message):
     """A micro-batch tensor, [samples, features] float32 (any trailing shape is flattened)."""
+
+    FIXED = Layout(u16("samples"), reserved(2), u32("features"))
+    DATA = Elements("data", F32, ("samples", "features"), "{samples} x {features} floats")
 
     data: FloatArray = field(repr=False)
 
@@ -444,55 +336,38 @@ class TensorMessage(Message):
     def features(self) -> int:
         return int(self.data.shape[1])
 
-    def pack(self) -> bytes:
+    def _check_sendable(self) -> None:
         if not 1 <= self.samples <= 0xFFFF or self.features < 1:
             raise ValueError(f"cannot send a tensor shaped {self.data.shape}")
-        return _TENSOR.pack(self.samples, 0, self.features) + self.data.tobytes()
 
     @classmethod
-    def check(cls, fixed: bytes, data_len: int) -> None:
-        _exact(fixed, _TENSOR.size, cls.TYPE)
-        samples, _, features = _TENSOR.unpack(fixed)
+    def _check_fields(cls, values: Values) -> None:
+        samples, features = values["samples"], values["features"]
         if samples < 1 or features < 1:
             raise Malformed(f"{cls.TYPE.name} of {samples} samples x {features} features")
-        if data_len != samples * features * 4:
-            raise Malformed(
-                f"{cls.TYPE.name} of {samples} x {features} floats carries {data_len} bytes",
-                detail=data_len,
-            )
-
-    @classmethod
-    def unpack(cls: type[_T], payload: bytes) -> _T:
-        _need(payload, _TENSOR.size, cls.TYPE)
-        cls.check(payload[: _TENSOR.size], len(payload) - _TENSOR.size)
-        samples, _, features = _TENSOR.unpack_from(payload)
-        data = np.frombuffer(payload, dtype=F32, offset=_TENSOR.size)
-        return cls(data=data.reshape(samples, features))
 
 
-@dataclass(frozen=True, eq=False)
+# The tensor messages differ only in their type: without fields of their own they stay the
+# dataclass TensorMessage is (frozen, its fields, its equality) without a decorator of their own.
 class Inputs(TensorMessage):
-    TYPE: ClassVar[MessageType] = MessageType.INPUTS
+    TYPE = MessageType.INPUTS
 
 
-@dataclass(frozen=True, eq=False)
 class Activations(TensorMessage):
-    TYPE: ClassVar[MessageType] = MessageType.ACTIVATIONS
+    TYPE = MessageType.ACTIVATIONS
 
 
-@dataclass(frozen=True, eq=False)
 class Gradients(TensorMessage):
-    TYPE: ClassVar[MessageType] = MessageType.GRADIENTS
-
-
-_LABELS = struct.Struct("<HH")
+    TYPE = MessageType.GRADIENTS
 
 
 @dataclass(frozen=True, eq=False)
 class Labels(Message):
     """Class ids of one micro-batch, int32."""
 
-    TYPE: ClassVar[MessageType] = MessageType.LABELS
+    TYPE = MessageType.LABELS
+    FIXED = Layout(u16("samples"), reserved(2))
+    DATA = Elements("labels", I32, ("samples",), "{samples} samples")
 
     labels: IntArray = field(repr=False)
 
@@ -506,62 +381,50 @@ class Labels(Message):
     def samples(self) -> int:
         return int(self.labels.shape[0])
 
-    def pack(self) -> bytes:
+    def _check_sendable(self) -> None:
         if not 1 <= self.samples <= 0xFFFF:
             raise ValueError(f"cannot send {self.samples} labels")
-        return _LABELS.pack(self.samples, 0) + self.labels.tobytes()
-
-    @classmethod
-    def check(cls, fixed: bytes, data_len: int) -> None:
-        _exact(fixed, _LABELS.size, cls.TYPE)
-        samples = _LABELS.unpack(fixed)[0]
-        if samples < 1 or data_len != samples * 4:
-            raise Malformed(
-                f"LABELS of {samples} samples carries {data_len} bytes", detail=data_len
-            )
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> Labels:
-        _need(payload, _LABELS.size, cls.TYPE)
-        cls.check(payload[: _LABELS.size], len(payload) - _LABELS.size)
-        return cls(labels=np.frombuffer(payload, dtype=I32, offset=_LABELS.size))
 
 
 # --- GET_WEIGHTS, WEIGHTS, SET_WEIGHTS ---------------------------------------------------------
 
-_GET_WEIGHTS = struct.Struct("<HBBIII")
-
 
 @dataclass(frozen=True)
 class GetWeights(Message):
-    TYPE: ClassVar[MessageType] = MessageType.GET_WEIGHTS
+    TYPE = MessageType.GET_WEIGHTS
+    FIXED = Layout(
+        u16("tensor"),
+        u8("kind", TensorKind, "tensor kind"),
+        reserved(1),
+        u32("offset"),
+        u32("count"),
+        reserved(4),
+    )
 
     tensor: int
     offset: int
     count: int
     kind: TensorKind = TensorKind.PARAMETER
 
-    def pack(self) -> bytes:
-        return _GET_WEIGHTS.pack(self.tensor, self.kind, 0, self.offset, self.count, 0)
-
     @classmethod
-    def unpack(cls, payload: bytes) -> GetWeights:
-        _exact(payload, _GET_WEIGHTS.size, cls.TYPE)
-        tensor, kind, _, offset, count, _ = _GET_WEIGHTS.unpack(payload)
-        if count < 1:
+    def _check_fields(cls, values: Values) -> None:
+        if values["count"] < 1:
             raise Malformed("GET_WEIGHTS of 0 elements")
-        return cls(
-            tensor=tensor, offset=offset, count=count, kind=_enum(TensorKind, kind, "tensor kind")
-        )
-
-
-_CHUNK = struct.Struct("<HBBIII")
-_W = TypeVar("_W", bound="WeightsChunk")
 
 
 @dataclass(frozen=True, eq=False)
 class WeightsChunk(Message):
     """Elements offset .. offset+len(data)-1 of a tensor of `total` elements."""
+
+    FIXED = Layout(
+        u16("tensor"),
+        u8("kind", TensorKind, "tensor kind"),
+        reserved(1),
+        u32("offset"),
+        u32("count"),
+        u32("total"),
+    )
+    DATA = Elements("data", F32, ("count",), "{count} floats")
 
     tensor: int
     offset: int
@@ -576,73 +439,45 @@ class WeightsChunk(Message):
     def count(self) -> int:
         return int(self.data.shape[0])
 
-    def pack(self) -> bytes:
+    def _check_sendable(self) -> None:
         if self.count < 1 or self.offset + self.count > self.total:
             raise ValueError(f"chunk [{self.offset}, +{self.count}) outside {self.total} elements")
-        fixed = _CHUNK.pack(self.tensor, self.kind, 0, self.offset, self.count, self.total)
-        return fixed + self.data.tobytes()
 
     @classmethod
-    def check(cls, fixed: bytes, data_len: int) -> None:
-        _exact(fixed, _CHUNK.size, cls.TYPE)
-        _, kind, _, offset, count, total = _CHUNK.unpack(fixed)
-        _enum(TensorKind, kind, "tensor kind")
+    def _check_fields(cls, values: Values) -> None:
+        offset, count, total = values["offset"], values["count"], values["total"]
         if count < 1 or offset + count > total:
             raise Malformed(f"{cls.TYPE.name} chunk [{offset}, +{count}) of {total} elements")
-        if data_len != count * 4:
-            raise Malformed(
-                f"{cls.TYPE.name} of {count} floats carries {data_len} bytes", detail=data_len
-            )
-
-    @classmethod
-    def unpack(cls: type[_W], payload: bytes) -> _W:
-        _need(payload, _CHUNK.size, cls.TYPE)
-        cls.check(payload[: _CHUNK.size], len(payload) - _CHUNK.size)
-        tensor, kind, _, offset, _, total = _CHUNK.unpack_from(payload)
-        return cls(
-            tensor=tensor,
-            offset=offset,
-            total=total,
-            data=np.frombuffer(payload, dtype=F32, offset=_CHUNK.size),
-            kind=TensorKind(kind),
-        )
 
 
-@dataclass(frozen=True, eq=False)
 class Weights(WeightsChunk):
-    TYPE: ClassVar[MessageType] = MessageType.WEIGHTS
+    TYPE = MessageType.WEIGHTS
 
 
-@dataclass(frozen=True, eq=False)
 class SetWeights(WeightsChunk):
-    TYPE: ClassVar[MessageType] = MessageType.SET_WEIGHTS
+    TYPE = MessageType.SET_WEIGHTS
 
 
 # --- registry ----------------------------------------------------------------------------------
 
+
+def _concrete(base: type[Message]) -> Iterator[type[Message]]:
+    """Every class below `base` that states a TYPE."""
+    for cls in base.__subclasses__():
+        if "TYPE" in vars(cls):
+            yield cls
+        yield from _concrete(cls)
+
+
+_BY_TYPE = {cls.TYPE: cls for cls in _concrete(Message)}
 MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
-    cls.TYPE: cls
-    for cls in (
-        Hello,
-        HelloAck,
-        ErrorMessage,
-        Ack,
-        Shutdown,
-        StatusRequest,
-        StatusReport,
-        BatchBegin,
-        Inputs,
-        Labels,
-        Activations,
-        Gradients,
-        Metrics,
-        Step,
-        GetWeights,
-        Weights,
-        SetWeights,
-    )
+    type_: _BY_TYPE[type_] for type_ in MessageType
 }
-assert set(MESSAGE_CLASSES) == set(FIXED_SIZE) == set(MessageType)
+# Every type has a class, and its field table has the sizes of spec.py (as the C++ header).
+assert all(
+    cls.FIXED.size == FIXED_SIZE[type_] and (cls.DATA is not None) == (type_ in HAS_DATA)
+    for type_, cls in MESSAGE_CLASSES.items()
+)
 
 
 def check_fixed(type_: MessageType, fixed: bytes, data_len: int) -> None:
