@@ -6,6 +6,12 @@
 #   board. Linking the library into an executable brings the linker script, -nostartfiles and the
 #   vector table with it; the port's headers (port.h, ports/stm32/include) become visible.
 #
+# nmcm_add_nucleo_port(<board>)
+#   A Nucleo board's port library (nmcm_port_<board>, see nmcm_port_target): the board's board.cpp
+#   and memory.ld in ports/<board>/, with what both Nucleo boards share (ports/stm32/nucleo.cpp).
+#   The W5500 wiring defaults to the board profile's; NMCM_W5500_DEFINITIONS (NMCM_W5500_SPI, _CS,
+#   _RESET, _SPI_MAX_HZ) override it (ports/stm32/include/nmcm/port/stm32_w5500_pins.h).
+#
 # nmcm_add_firmware(<name> SOURCES <files...> [PORT <board>] [LIBRARIES <targets...>]
 #                   [STACK_SIZE <bytes>])
 #   One firmware image: add_executable + the port library (PORT defaults to NMCM_BOARD) + the
@@ -53,6 +59,16 @@ function(nmcm_add_port target)
     "-T${script}")
   set_property(TARGET ${target} APPEND PROPERTY
     INTERFACE_LINK_DEPENDS "${script}" "${NMCM_CORTEX_M_DIR}/cortex_m.ld")
+endfunction()
+
+function(nmcm_add_nucleo_port board)
+  nmcm_port_target(target "${board}")
+  string(TOUPPER "${target}" port_macro)
+  nmcm_add_port(${target}
+    SOURCES board.cpp "${NMCM_CORTEX_M_DIR}/nucleo.cpp"
+    LINKER_SCRIPT memory.ld
+    DEFINITIONS ${NMCM_W5500_DEFINITIONS})
+  target_compile_definitions(${target} INTERFACE ${port_macro}=1 NMCM_PORT_NAME="${board}")
 endfunction()
 
 function(nmcm_add_firmware name)

@@ -1,4 +1,4 @@
-"""Drive `nmcm-train`, the host build of the NMCM engine (firmware/ports/host).
+"""Drive `nmcm-train`, the host build of the NMCM engine (firmware/apps/train).
 
 Formats of the job, result and loss files: docs/host-trainer.md. The binary comes from the CMake
 build directory in ``NMCM_HOST_BUILD`` if set, else from ``build/host-release`` (Release, no
@@ -135,7 +135,7 @@ def build_host(build_dir: Path = DEFAULT_BUILD, *, sanitize: bool = False) -> Pa
             "-DNMCM_BUILD_TESTS=OFF",
         )
     _cmake("--build", str(build_dir), "--target", BINARY, "-j2")
-    return build_dir / "ports" / "host" / BINARY
+    return build_dir / "apps" / "train" / BINARY
 
 
 @functools.cache

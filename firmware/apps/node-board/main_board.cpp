@@ -13,16 +13,13 @@
 #include "board_clock.h"
 #include "board_config.h"
 #include "board_network.h"
-#include "nmcm/blob.h"
+#include "image_node.h"
 #include "nmcm/port/line.h"
 #include "nmcm/port/port.h"
 #include "nmcm/runtime/node.h"
 #include "nmcm/stage.h"
 #include "node_app.h"
-
-// stage_blob.S: the blob's bytes in flash and their count.
-extern "C" const std::uint8_t nmcm_stage_blob[];
-extern "C" const std::uint32_t nmcm_stage_blob_size;
+#include "node_start.h"
 
 namespace {
 
@@ -38,17 +35,6 @@ nmcm::runtime::NodeConfig g_config;
 
 void log_line(const char* line) { nmcm::port::log(line); }
 
-[[noreturn]] void refuse_blob(const nmcm::Status& status, const nmcm::app::NodeBuild& build) {
-  nmcm::port::Line<224> line;
-  line.text("blob refused (").text(nmcm::status_code_name(status.code)).text("): ");
-  line.text(status.message);
-  if (status.subject != nullptr) {
-    line.text(" [").text(status.subject).text(" ").sdec(status.index).text("]");
-  }
-  line.text("; built for stage ").dec(build.stage_index).text(" of ").dec(build.stage_count);
-  nmcm::port::fatal(line.c_str());
-}
-
 template <std::size_t N>
 void dotted(nmcm::port::Line<N>& line, const std::uint8_t* ip) {
   line.dec(ip[0]).text(".").dec(ip[1]).text(".").dec(ip[2]).text(".").dec(ip[3]);
@@ -60,20 +46,8 @@ int main() {
   nmcm::port::init();
   const nmcm::app::NodeBuild& build = nmcm::app::node_build();
 
-  nmcm::port::Line<200> hello;
-  hello.text("nmcm node ").text(build.node).text(" (").text(build.mcu).text("), stage ");
-  hello.dec(build.stage_index).text(" of ").dec(build.stage_count).text(" of cluster ");
-  hello.text(build.cluster).text(": arena ").dec(build.arena_size).text(" of ");
-  hello.dec(build.arena_capacity).text(" bytes, blob ").dec(nmcm_stage_blob_size).text(" bytes");
-  nmcm::port::log(hello.c_str());
-
-  nmcm::StageExpect expect{};
-  std::memcpy(expect.model_hash, build.model_hash, sizeof expect.model_hash);
-  expect.stage_index = build.stage_index;
-  expect.stage_count = build.stage_count;
-  const nmcm::Status loaded =
-      g_stage.load(nmcm_stage_blob, nmcm_stage_blob_size, build.arena, build.arena_size, &expect);
-  if (!loaded.ok()) refuse_blob(loaded, build);
+  nmcm::app::log_image_hello(build, "");
+  nmcm::app::load_embedded_stage(g_stage, build);
 
   const char* why = "";
   nmcm::runtime::NodeNetwork* network = nmcm::app::make_board_network(build, kLinkTimeoutMs, &why);
@@ -82,20 +56,8 @@ int main() {
     nmcm::port::fatal(line.text("network: ").text(why).c_str());
   }
 
-  nmcm::runtime::NodeConfig& config = g_config;
-  config.cluster = build.cluster;
-  std::memcpy(config.model_hash, build.model_hash, sizeof config.model_hash);
-  std::memcpy(config.firmware_hash, nmcm::app::firmware_hash(), sizeof config.firmware_hash);
-  config.stage_index = build.stage_index;
-  config.stage_count = build.stage_count;
-  std::memcpy(config.listen.ip, build.ip, 4);
-  config.listen.port = build.listen_port;
-  config.has_downstream = build.has_downstream;
-  std::memcpy(config.downstream.ip, build.downstream_ip, 4);
-  config.downstream.port = build.downstream_port;
-  config.arena = build.arena;
-  config.arena_capacity = build.arena_capacity;
-  config.log = log_line;
+  nmcm::app::configure_node(build, log_line, &g_config);
+  std::memcpy(g_config.firmware_hash, nmcm::app::firmware_hash(), sizeof g_config.firmware_hash);
 
   nmcm::port::Line<120> where;
   where.text("listening on ");
@@ -110,11 +72,7 @@ int main() {
 
   static nmcm::app::BoardClock clock(build.clock_hz);
   static nmcm::runtime::Node node(g_stage, g_config, *network, clock);
-  const nmcm::Status started = node.start();
-  if (!started.ok()) {
-    nmcm::port::Line<160> line;
-    nmcm::port::fatal(line.text("cannot start the node: ").text(started.message).c_str());
-  }
+  nmcm::app::start_image_node(node);
   while (!node.stopped()) node.poll(kPollMs);
   nmcm::port::log("stopped");
   return 0;

@@ -7,7 +7,7 @@
 //
 // The network is four CMSDK UARTs, each one connection at a time (nmcm/runtime/uart_network.h),
 // which the runner on the host joins to TCP ports with QEMU socket chardevs
-// (nmcm_deploy/runtime/qemu.py):
+// (nmcm_deploy/targets/qemu.py):
 //
 //   UART0  the coordinator        UART2  to the downstream neighbour (every stage but the last)
 //   UART1  the upstream neighbour UART3  observers (`nmcm status`, `nmcm down`)
@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "nmcm/blob.h"
+#include "image_node.h"
 #include "nmcm/port/line.h"
 #include "nmcm/port/port.h"
 #include "nmcm/port/qemu_mps2.h"
@@ -26,13 +26,10 @@
 #include "nmcm/runtime/uart_network.h"
 #include "nmcm/stage.h"
 #include "node_app.h"
+#include "node_start.h"
 #include "profile.h"
 #include "qemu_clock.h"
 #include "qemu_node.h"
-
-// stage_blob.S: the blob's bytes in the image and their count.
-extern "C" const std::uint8_t nmcm_stage_blob[];
-extern "C" const std::uint32_t nmcm_stage_blob_size;
 
 namespace {
 
@@ -68,7 +65,7 @@ nmcm::app::StepProfile g_profile;
 void log_line(const char* line) { nmcm::port::log(line); }
 
 // UartNetwork's idle: WFI until one of the node's UARTs has a byte (or the next SysTick). Under
-// `-icount ...,sleep=on` (nmcm_deploy/runtime/qemu.py) QEMU then gives the host's CPU to the
+// `-icount ...,sleep=on` (nmcm_deploy/targets/qemu.py) QEMU then gives the host's CPU to the
 // other nodes and to its own I/O thread, which moves the bytes one by one. Never inside a
 // measured piece of work: the node waits only between frames.
 void sleep_until_a_byte(void* clock) {
@@ -96,38 +93,14 @@ void parse_firmware_hash(std::uint8_t (&out)[16]) {
   }
 }
 
-[[noreturn]] void refuse_blob(const nmcm::Status& status, const nmcm::app::NodeBuild& build) {
-  nmcm::port::Line<224> line;
-  line.text("blob refused (").text(nmcm::status_code_name(status.code)).text("): ");
-  line.text(status.message);
-  if (status.subject != nullptr) {
-    line.text(" [").text(status.subject).text(" ").sdec(status.index).text("]");
-  }
-  line.text("; built for stage ").dec(build.stage_index).text(" of ").dec(build.stage_count);
-  nmcm::port::fatal(line.c_str());
-}
-
 }  // namespace
 
 int main() {
   nmcm::port::init();
   const nmcm::app::NodeBuild& build = nmcm::app::node_build();
 
-  nmcm::port::Line<224> hello;
-  hello.text("nmcm node ").text(build.node).text(" (").text(build.mcu).text(") on qemu-mps2, ");
-  hello.text("stage ").dec(build.stage_index).text(" of ").dec(build.stage_count);
-  hello.text(" of cluster ").text(build.cluster).text(": arena ").dec(build.arena_size);
-  hello.text(" of ").dec(build.arena_capacity).text(" bytes, blob ").dec(nmcm_stage_blob_size);
-  hello.text(" bytes");
-  nmcm::port::log(hello.c_str());
-
-  nmcm::StageExpect expect{};
-  std::memcpy(expect.model_hash, build.model_hash, sizeof expect.model_hash);
-  expect.stage_index = build.stage_index;
-  expect.stage_count = build.stage_count;
-  const nmcm::Status loaded =
-      g_stage.load(nmcm_stage_blob, nmcm_stage_blob_size, build.arena, build.arena_size, &expect);
-  if (!loaded.ok()) refuse_blob(loaded, build);
+  nmcm::app::log_image_hello(build, " on qemu-mps2");
+  nmcm::app::load_embedded_stage(g_stage, build);
 
   static QemuUart coordinator(kCoordinatorUart);
   static QemuUart upstream(kUpstreamUart);
@@ -141,33 +114,18 @@ int main() {
                                             build.has_downstream ? &downstream : nullptr, clock);
   network.set_idle(sleep_until_a_byte, &clock);
 
-  nmcm::runtime::NodeConfig& config = g_config;
-  config.cluster = build.cluster;
-  std::memcpy(config.model_hash, build.model_hash, sizeof config.model_hash);
-  parse_firmware_hash(config.firmware_hash);
-  config.stage_index = build.stage_index;
-  config.stage_count = build.stage_count;
+  nmcm::app::configure_node(build, log_line, &g_config);
+  parse_firmware_hash(g_config.firmware_hash);
   // The node's ports are on the host, where the runner bridges them to the UARTs; they appear
   // here only in the log.
   const std::uint8_t loopback[4] = {127, 0, 0, 1};
-  std::memcpy(config.listen.ip, loopback, 4);
-  config.listen.port = build.listen_port;
-  config.has_downstream = build.has_downstream;
-  std::memcpy(config.downstream.ip, build.downstream_ip, 4);
-  config.downstream.port = build.downstream_port;
-  config.arena = build.arena;
-  config.arena_capacity = build.arena_capacity;
-  config.log = log_line;
+  std::memcpy(g_config.listen.ip, loopback, 4);
   // The number `nmcm apply` started this QEMU with (`arg=instance=N`), for HELLO_ACK.
-  qemu::number_argument("instance", &config.instance);
+  qemu::number_argument("instance", &g_config.instance);
 
   static nmcm::runtime::Node node(g_stage, g_config, network, clock);
   g_profile.attach(g_stage, node);
-  const nmcm::Status started = node.start();
-  if (!started.ok()) {
-    nmcm::port::Line<160> line;
-    nmcm::port::fatal(line.text("cannot start the node: ").text(started.message).c_str());
-  }
+  nmcm::app::start_image_node(node);
   while (!node.stopped()) {
     node.poll(kPollMs);
     g_profile.flush();

@@ -7,7 +7,7 @@
 // it would add its handler).
 //
 // The figures of one training batch add up over its micro-batches; when the step is applied, one
-// line goes to the log, which the runner on the host reads (nmcm_deploy/runtime/qemu.py):
+// line goes to the log, which the runner on the host reads (nmcm_deploy/targets/qemu.py):
 //
 //   profile batch=3 samples=16 forward=9880,3240,... backward=20920,...,0 loss=1400 step=6200
 //

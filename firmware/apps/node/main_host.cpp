@@ -29,6 +29,7 @@
 #include "nmcm/stage.h"
 #include "nmcm/tools/w5500_emulator.h"
 #include "node_app.h"
+#include "node_start.h"
 
 namespace {
 
@@ -306,12 +307,7 @@ int main(int argc, char** argv) {
                  std::strerror(errno));
     return kExitConfig;
   }
-  nmcm::StageExpect expect{};
-  std::memcpy(expect.model_hash, build.model_hash, sizeof expect.model_hash);
-  expect.stage_index = build.stage_index;
-  expect.stage_count = build.stage_count;
-  const nmcm::Status loaded =
-      g_stage.load(blob.data(), blob.size(), build.arena, build.arena_size, &expect);
+  const nmcm::Status loaded = nmcm::app::load_stage(g_stage, build, blob.data(), blob.size());
   if (!loaded.ok()) {
     std::fprintf(stderr, "nmcm-node: blob %s refused (%s): %s", blob_path,
                  nmcm::status_code_name(loaded.code), loaded.message);
@@ -322,29 +318,19 @@ int main(int argc, char** argv) {
   }
 
   nmcm::runtime::NodeConfig& config = g_config;
-  config.cluster = build.cluster;
-  std::memcpy(config.model_hash, build.model_hash, sizeof config.model_hash);
+  nmcm::app::configure_node(build, log_line, &config);
   std::memcpy(config.firmware_hash, firmware_hash, sizeof config.firmware_hash);
   config.instance = static_cast<uint32_t>(instance);
-  config.stage_index = build.stage_index;
-  config.stage_count = build.stage_count;
-  std::memcpy(config.listen.ip, &address.s_addr, 4);  // network order: the dotted bytes in order
-  config.listen.port = static_cast<uint16_t>(port);
   nmcm::runtime::NodeNetwork* network = &g_posix_network;
   if (emulated) {
     // The chip's view: its own address and the build's port (bridged to --port on loopback).
-    std::memcpy(config.listen.ip, build.ip, 4);
-    config.listen.port = build.listen_port;
     network = emulated_network(build, static_cast<uint16_t>(port));
     if (network == nullptr) return kExitConfig;
     check_pipelined_frames(g_stage, build);
+  } else {
+    std::memcpy(config.listen.ip, &address.s_addr, 4);  // network order: the dotted bytes in order
+    config.listen.port = static_cast<uint16_t>(port);
   }
-  config.has_downstream = build.has_downstream;
-  std::memcpy(config.downstream.ip, build.downstream_ip, 4);
-  config.downstream.port = build.downstream_port;
-  config.arena = build.arena;
-  config.arena_capacity = build.arena_capacity;
-  config.log = log_line;
 
   char line[200];
   std::snprintf(line, sizeof line, "%s (%s), stage %u of %u of cluster %s: arena %u of %u bytes",

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "nmcm/port/cortex_m.h"
-#include "nmcm/port/line.h"
+#include "nmcm/port/nucleo.h"
 #include "nmcm/port/port.h"
 #include "nmcm/port/stm32_gpio.h"
 #include "nmcm/port/stm32_spi.h"
@@ -62,7 +62,6 @@ constexpr std::uint32_t kCfgrPpre1Div2 = 0x4u << 10;  // HPRE = /1 (0), PPRE2 = 
 constexpr std::uint32_t kApb1enrUsart3 = 1u << 18;
 constexpr std::uint32_t kApb1enrPwr = 1u << 28;
 constexpr std::uint32_t kApb2enrSpi1 = 1u << 12;
-constexpr std::uint32_t kAhb1enrGpioB = 1u << 1;
 
 // PWR (RM0430, "PWR registers"): VOS[15:14] = 11 is scale 1, needed above 84 MHz; it takes effect
 // once the PLL runs, and VOSRDY then says the regulator has settled.
@@ -95,24 +94,9 @@ constexpr std::uint32_t kSysclkHz = 100000000;
 constexpr std::uint32_t kPclk1Hz = kSysclkHz / 2;
 constexpr std::uint32_t kPclk2Hz = kSysclkHz;
 
-// Pins (board profile): USART3 on PD8/PD9, AF7; SPI1 on PA5/PA6/PA7, AF5 (DS11581, alternate
-// function table); LD3 (red) on PB14 lights on a fatal error.
-constexpr st::Pin kLogTx = NMCM_PIN(PD8);
-constexpr st::Pin kLogRx = NMCM_PIN(PD9);
-constexpr st::Pin kSck = NMCM_PIN(PA5);
-constexpr st::Pin kMiso = NMCM_PIN(PA6);
-constexpr st::Pin kMosi = NMCM_PIN(PA7);
-constexpr st::Pin kRedLed = NMCM_PIN(PB14);
-constexpr std::uint32_t kAfUsart3 = 7;
-constexpr std::uint32_t kAfSpi1 = 5;
-constexpr std::uint32_t kLogBaud = 115200;
-
-constexpr bool collides(st::Pin pin) {
-  return st::same_pin(pin, kLogTx) || st::same_pin(pin, kLogRx) || st::same_pin(pin, kSck) ||
-         st::same_pin(pin, kMiso) || st::same_pin(pin, kMosi);
-}
-static_assert(!collides(st::w5500_pins::kCs), "NMCM_W5500_CS is a log UART or SPI1 pin");
-static_assert(!collides(st::w5500_pins::kReset), "NMCM_W5500_RESET is a log UART or SPI1 pin");
+static_assert(!nucleo::collides(st::w5500_pins::kCs), "NMCM_W5500_CS is a log UART or SPI1 pin");
+static_assert(!nucleo::collides(st::w5500_pins::kReset),
+              "NMCM_W5500_RESET is a log UART or SPI1 pin");
 static_assert(st::w5500_pins::kCs.port <= 7 && st::w5500_pins::kReset.port <= 7,
               "the STM32F413ZH has GPIO ports A..H");
 
@@ -127,34 +111,16 @@ struct Clocks {
 };
 
 Clocks g_clocks;
-bool g_log_ready = false;
 st::PinSpiBus<st::SpiF4> g_w5500{st::SpiF4{kSpi1}, kGpio, st::w5500_pins::kCs,
                                  st::w5500_pins::kReset};
 
-bool spin_until(std::uintptr_t address, std::uint32_t mask, std::uint32_t value) {
-  for (std::uint32_t spin = 0; spin < st::kSpinLimit; ++spin) {
-    if ((cm::reg(address) & mask) == value) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Set enable bits, then read the register back: the clock must be running before the first access
-// to the peripheral (STM32F41x errata, "Delay after an RCC peripheral clock enabling").
-void enable_clock(std::uintptr_t enr, std::uint32_t mask) {
-  cm::reg(enr) |= mask;
-  const std::uint32_t readback = cm::reg(enr);
-  (void)readback;
-}
-
-void enable_gpio_port(st::Pin pin) { enable_clock(kRccAhb1enr, 1u << pin.port); }
+void enable_gpio_port(st::Pin pin) { nucleo::enable_clock(kRccAhb1enr, 1u << pin.port); }
 
 // RM0430, "Clocks" (PLL configuration) and "Relation between CPU clock frequency and Flash memory
 // read time": regulator scale and wait states first, then the PLL, then the switch. Returns false
 // (leaving the part on HSI 16 MHz) if a step times out.
 bool start_clocks() {
-  enable_clock(kRccApb1enr, kApb1enrPwr);
+  nucleo::enable_clock(kRccApb1enr, kApb1enrPwr);
   cm::reg(kPwrCr) = (cm::reg(kPwrCr) & ~kPwrCrVosMask) | kPwrCrVosScale1;
 
   const std::uint32_t acr = kFlashAcr3Ws | kFlashAcrPrften | kFlashAcrIcen | kFlashAcrDcen;
@@ -166,7 +132,7 @@ bool start_clocks() {
   // The ST-LINK drives an 8 MHz clock into OSC_IN: bypass the oscillator, do not start a crystal.
   cm::reg(kRccCr) |= kCrHsebyp;
   cm::reg(kRccCr) |= kCrHseon;
-  g_clocks.from_hse = spin_until(kRccCr, kCrHserdy, kCrHserdy);
+  g_clocks.from_hse = nucleo::spin_until(kRccCr, kCrHserdy, kCrHserdy);
   if (!g_clocks.from_hse) {
     cm::reg(kRccCr) &= ~(kCrHseon | kCrHsebyp);
   }
@@ -176,95 +142,51 @@ bool start_clocks() {
                          (kPllQ << 24) | (kPllR << 28);
   cm::reg(kRccCfgr) = (cm::reg(kRccCfgr) & ~kCfgrPrescalerMask) | kCfgrPpre1Div2;
   cm::reg(kRccCr) |= kCrPllon;
-  if (!spin_until(kRccCr, kCrPllrdy, kCrPllrdy) ||
-      !spin_until(kPwrCsr, kPwrCsrVosrdy, kPwrCsrVosrdy)) {
+  if (!nucleo::spin_until(kRccCr, kCrPllrdy, kCrPllrdy) ||
+      !nucleo::spin_until(kPwrCsr, kPwrCsrVosrdy, kPwrCsrVosrdy)) {
     return false;
   }
   cm::reg(kRccCfgr) = (cm::reg(kRccCfgr) & ~kCfgrSwMask) | kCfgrSwPll;
-  if (!spin_until(kRccCfgr, kCfgrSwMask << 2, kCfgrSwPll << 2)) {
+  if (!nucleo::spin_until(kRccCfgr, kCfgrSwMask << 2, kCfgrSwPll << 2)) {
     return false;
   }
   g_clocks = Clocks{kSysclkHz, kPclk1Hz, kPclk2Hz, g_clocks.from_hse};
   return true;
 }
 
-void start_log() {
-  enable_gpio_port(kLogTx);
-  enable_gpio_port(kLogRx);
-  enable_clock(kRccApb1enr, kApb1enrUsart3);
-  kGpio.alternate(kLogTx, kAfUsart3, st::Gpio::Speed::kLow);
-  kGpio.alternate(kLogRx, kAfUsart3, st::Gpio::Speed::kLow);
-  kLog.start(g_clocks.pclk1_hz, kLogBaud);
-  g_log_ready = true;
+}  // namespace
+
+namespace nucleo {
+
+const char* const kBoardName = "nucleo-f413zh";
+
+ClockStart start_clocks_and_log() {
+  const bool clocks_ok = start_clocks();
+  nucleo::enable_clock(kRccApb1enr, kApb1enrUsart3);
+  nucleo::route_log_pins(kGpio, enable_gpio_port);
+  kLog.start(g_clocks.pclk1_hz, nucleo::kLogBaud);
+  const char* note = nullptr;
+  if (!clocks_ok) {
+    note = "PLL setup failed, running on HSI";
+  } else if (!g_clocks.from_hse) {
+    note = "no HSE from the ST-LINK: PLL from HSI";
+  }
+  return ClockStart{g_clocks.sysclk_hz, note};
 }
 
 std::uint32_t start_w5500_bus() {
-  enable_gpio_port(kSck);
-  enable_gpio_port(st::w5500_pins::kCs);
-  enable_gpio_port(st::w5500_pins::kReset);
-  enable_clock(kRccApb2enr, kApb2enrSpi1);
-  kGpio.alternate(kSck, kAfSpi1, st::Gpio::Speed::kHigh);
-  kGpio.alternate(kMiso, kAfSpi1, st::Gpio::Speed::kHigh);
-  kGpio.alternate(kMosi, kAfSpi1, st::Gpio::Speed::kHigh);
+  nucleo::enable_clock(kRccApb2enr, kApb2enrSpi1);
+  nucleo::route_w5500_pins(kGpio, enable_gpio_port, st::w5500_pins::kCs, st::w5500_pins::kReset);
   return g_w5500.start(g_clocks.pclk2_hz, st::w5500_pins::kSpiMaxHz);
 }
 
-// Stops for good: no interrupt left to wake the core, so WFI sleeps (a debugger can still attach).
-[[noreturn]] void halt() {
-  cm::disable_interrupts();
-  cm::reg(cm::kSystCsr) = 0;
-  for (;;) {
-    __asm volatile("wfi");
-  }
-}
+void write_log_line(const char* text) { st::usart_write_line(kLog, text); }
 
-}  // namespace
+void flush_log() { kLog.flush(); }
 
-void init() {
-  const bool clocks_ok = start_clocks();
-  start_log();
-  cm::start_systick(g_clocks.sysclk_hz);
-  cm::enable_cycle_counter();
-  const std::uint32_t sck_hz = start_w5500_bus();
+void red_led_on() { nucleo::light_red_led(kGpio, enable_gpio_port); }
 
-  Line<128> line;
-  line.text("nucleo-f413zh: sysclk ").dec(g_clocks.sysclk_hz).text(" Hz");
-  if (!clocks_ok) {
-    line.text(" (PLL setup failed, running on HSI)");
-  } else if (!g_clocks.from_hse) {
-    line.text(" (no HSE from the ST-LINK: PLL from HSI)");
-  }
-  line.text(", W5500 SPI1 ").dec(sck_hz).text(" Hz");
-  log(line.c_str());
-}
+SpiBus& w5500() { return g_w5500; }
 
-void log(const char* text) {
-  if (g_log_ready) {
-    st::usart_write_line(kLog, text);
-  }
-}
-
-std::uint32_t cycles() { return cm::reg(cm::kDwtCyccnt); }
-
-SpiBus& w5500_bus() { return g_w5500; }
-
-void fatal(const char* why) {
-  Line<224> line;
-  log(line.text("fatal: ").text(why).c_str());
-  kLog.flush();
-  enable_gpio_port(kRedLed);
-  kGpio.output(kRedLed, true, st::Gpio::Speed::kLow);
-  halt();
-}
-
-namespace cortex_m {
-
-void on_main_return(int code) {
-  Line<48> line;
-  log(line.text("main returned ").sdec(code).c_str());
-  kLog.flush();
-  halt();
-}
-
-}  // namespace cortex_m
+}  // namespace nucleo
 }  // namespace nmcm::port

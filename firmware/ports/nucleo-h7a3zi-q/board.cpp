@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "nmcm/port/cortex_m.h"
-#include "nmcm/port/line.h"
+#include "nmcm/port/nucleo.h"
 #include "nmcm/port/port.h"
 #include "nmcm/port/stm32_gpio.h"
 #include "nmcm/port/stm32_spi.h"
@@ -120,24 +120,9 @@ constexpr std::uint32_t kSysclkHz = 280000000;
 constexpr std::uint32_t kPclk1Hz = kSysclkHz / 2;
 constexpr std::uint32_t kPll1QHz = 2000000 * kPllN / kPllQ;
 
-// Pins (board profile): USART3 on PD8/PD9, AF7; SPI1 on PA5/PA6/PA7, AF5 (DS13195, alternate
-// function table); LD3 (red) on PB14 lights on a fatal error.
-constexpr st::Pin kLogTx = NMCM_PIN(PD8);
-constexpr st::Pin kLogRx = NMCM_PIN(PD9);
-constexpr st::Pin kSck = NMCM_PIN(PA5);
-constexpr st::Pin kMiso = NMCM_PIN(PA6);
-constexpr st::Pin kMosi = NMCM_PIN(PA7);
-constexpr st::Pin kRedLed = NMCM_PIN(PB14);
-constexpr std::uint32_t kAfUsart3 = 7;
-constexpr std::uint32_t kAfSpi1 = 5;
-constexpr std::uint32_t kLogBaud = 115200;
-
-constexpr bool collides(st::Pin pin) {
-  return st::same_pin(pin, kLogTx) || st::same_pin(pin, kLogRx) || st::same_pin(pin, kSck) ||
-         st::same_pin(pin, kMiso) || st::same_pin(pin, kMosi);
-}
-static_assert(!collides(st::w5500_pins::kCs), "NMCM_W5500_CS is a log UART or SPI1 pin");
-static_assert(!collides(st::w5500_pins::kReset), "NMCM_W5500_RESET is a log UART or SPI1 pin");
+static_assert(!nucleo::collides(st::w5500_pins::kCs), "NMCM_W5500_CS is a log UART or SPI1 pin");
+static_assert(!nucleo::collides(st::w5500_pins::kReset),
+              "NMCM_W5500_RESET is a log UART or SPI1 pin");
 
 constexpr st::Gpio kGpio{kGpioA};
 constexpr st::UsartH7 kLog{kUsart3};
@@ -153,27 +138,10 @@ struct Clocks {
 };
 
 Clocks g_clocks;
-bool g_log_ready = false;
 st::PinSpiBus<st::SpiH7> g_w5500{st::SpiH7{kSpi1}, kGpio, st::w5500_pins::kCs,
                                  st::w5500_pins::kReset};
 
-bool spin_until(std::uintptr_t address, std::uint32_t mask, std::uint32_t value) {
-  for (std::uint32_t spin = 0; spin < st::kSpinLimit; ++spin) {
-    if ((cm::reg(address) & mask) == value) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Set enable bits, then read the register back so that the clock runs before the first access.
-void enable_clock(std::uintptr_t enr, std::uint32_t mask) {
-  cm::reg(enr) |= mask;
-  const std::uint32_t readback = cm::reg(enr);
-  (void)readback;
-}
-
-void enable_gpio_port(st::Pin pin) { enable_clock(kRccAhb4enr, 1u << pin.port); }
+void enable_gpio_port(st::Pin pin) { nucleo::enable_clock(kRccAhb4enr, 1u << pin.port); }
 
 // RM0455, "Power supply configuration" then "Voltage scaling": the supply first (until it is set,
 // the voltage cannot be raised), wait ACTVOSRDY, then VOS0 and wait VOSRDY.
@@ -183,11 +151,11 @@ bool start_supply() {
     g_clocks.supply = Supply::kLocked;
     return false;
   }
-  if (!spin_until(kPwrCsr1, kCsr1Actvosrdy, kCsr1Actvosrdy)) {
+  if (!nucleo::spin_until(kPwrCsr1, kCsr1Actvosrdy, kCsr1Actvosrdy)) {
     return false;
   }
   cm::reg(kPwrSrdcr) = (cm::reg(kPwrSrdcr) & ~kSrdcrVosMask) | kSrdcrVos0;
-  return spin_until(kPwrSrdcr, kSrdcrVosrdy, kSrdcrVosrdy);
+  return nucleo::spin_until(kPwrSrdcr, kSrdcrVosrdy, kSrdcrVosrdy);
 }
 
 // RM0455, "RCC" (PLL initialization and system clock switch). Returns false, leaving the part on
@@ -204,7 +172,7 @@ bool start_clocks() {
   // The ST-LINK drives an 8 MHz clock into OSC_IN: bypass the oscillator.
   cm::reg(kRccCr) |= kCrHsebyp;
   cm::reg(kRccCr) |= kCrHseon;
-  g_clocks.from_hse = spin_until(kRccCr, kCrHserdy, kCrHserdy);
+  g_clocks.from_hse = nucleo::spin_until(kRccCr, kCrHserdy, kCrHserdy);
   if (!g_clocks.from_hse) {
     cm::reg(kRccCr) &= ~(kCrHseon | kCrHsebyp);
   }
@@ -217,7 +185,7 @@ bool start_clocks() {
       (kPllN - 1) | ((kPllP - 1) << 9) | ((kPllQ - 1) << 16) | ((kPllR - 1) << 24);
   cm::reg(kRccPll1fracr) = 0;
   cm::reg(kRccCr) |= kCrPll1on;
-  if (!spin_until(kRccCr, kCrPll1rdy, kCrPll1rdy)) {
+  if (!nucleo::spin_until(kRccCr, kCrPll1rdy, kCrPll1rdy)) {
     return false;
   }
   // APB clocks halved before sys_ck rises, so that none ever exceeds 140 MHz.
@@ -225,7 +193,7 @@ bool start_clocks() {
   cm::reg(kRccCdcfgr2) = kCdcfgr2;
   cm::reg(kRccSrdcfgr) = kSrdcfgr;
   cm::reg(kRccCfgr) = (cm::reg(kRccCfgr) & ~kCfgrSwMask) | kCfgrSwPll1;
-  if (!spin_until(kRccCfgr, kCfgrSwMask << 3, kCfgrSwPll1 << 3)) {
+  if (!nucleo::spin_until(kRccCfgr, kCfgrSwMask << 3, kCfgrSwPll1 << 3)) {
     return false;
   }
   g_clocks.sysclk_hz = kSysclkHz;
@@ -234,15 +202,31 @@ bool start_clocks() {
   return true;
 }
 
-void start_log() {
-  enable_gpio_port(kLogTx);
-  enable_gpio_port(kLogRx);
-  enable_clock(kRccApb1lenr, kApb1lenrUsart3);
-  kGpio.alternate(kLogTx, kAfUsart3, st::Gpio::Speed::kLow);
-  kGpio.alternate(kLogRx, kAfUsart3, st::Gpio::Speed::kLow);
+}  // namespace
+
+namespace nucleo {
+
+const char* const kBoardName = "nucleo-h7a3zi-q";
+
+ClockStart start_clocks_and_log() {
+  // Caches first: every later step, flash fetches included, runs faster with them. Nothing here
+  // uses DMA, so the D-cache needs no maintenance afterwards.
+  cm::enable_instruction_cache();
+  cm::enable_data_cache();
+  const bool clocks_ok = start_clocks();
+  nucleo::enable_clock(kRccApb1lenr, kApb1lenrUsart3);
+  nucleo::route_log_pins(kGpio, enable_gpio_port);
   // USART3's kernel clock is rcc_pclk1 (CDCCIP2R USART234578SEL keeps its reset value 000).
-  kLog.start(g_clocks.pclk1_hz, kLogBaud);
-  g_log_ready = true;
+  kLog.start(g_clocks.pclk1_hz, nucleo::kLogBaud);
+  const char* note = nullptr;
+  if (g_clocks.supply == Supply::kLocked) {
+    note = "PWR_CR3 supply locked to another configuration until power-on reset: HSI";
+  } else if (!clocks_ok) {
+    note = "clock setup failed, running on HSI";
+  } else if (!g_clocks.from_hse) {
+    note = "no HSE from the ST-LINK: PLL from HSI";
+  }
+  return ClockStart{g_clocks.sysclk_hz, note};
 }
 
 std::uint32_t start_w5500_bus() {
@@ -251,78 +235,18 @@ std::uint32_t start_w5500_bus() {
     cm::reg(kRccCdccip1r) = (cm::reg(kRccCdccip1r) & ~kSpi123selMask) | kSpi123selPerCk;
     g_clocks.spi_kernel_hz = kHsiHz;
   }
-  enable_gpio_port(kSck);
-  enable_gpio_port(st::w5500_pins::kCs);
-  enable_gpio_port(st::w5500_pins::kReset);
-  enable_clock(kRccApb2enr, kApb2enrSpi1);
-  kGpio.alternate(kSck, kAfSpi1, st::Gpio::Speed::kHigh);
-  kGpio.alternate(kMiso, kAfSpi1, st::Gpio::Speed::kHigh);
-  kGpio.alternate(kMosi, kAfSpi1, st::Gpio::Speed::kHigh);
+  nucleo::enable_clock(kRccApb2enr, kApb2enrSpi1);
+  nucleo::route_w5500_pins(kGpio, enable_gpio_port, st::w5500_pins::kCs, st::w5500_pins::kReset);
   return g_w5500.start(g_clocks.spi_kernel_hz, st::w5500_pins::kSpiMaxHz);
 }
 
-// Stops for good: no interrupt left to wake the core, so WFI sleeps (a debugger can still attach).
-[[noreturn]] void halt() {
-  cm::disable_interrupts();
-  cm::reg(cm::kSystCsr) = 0;
-  for (;;) {
-    __asm volatile("wfi");
-  }
-}
+void write_log_line(const char* text) { st::usart_write_line(kLog, text); }
 
-}  // namespace
+void flush_log() { kLog.flush(); }
 
-void init() {
-  // Caches first: every later step, flash fetches included, runs faster with them. Nothing here
-  // uses DMA, so the D-cache needs no maintenance afterwards.
-  cm::enable_instruction_cache();
-  cm::enable_data_cache();
-  const bool clocks_ok = start_clocks();
-  start_log();
-  cm::start_systick(g_clocks.sysclk_hz);
-  cm::enable_cycle_counter();
-  const std::uint32_t sck_hz = start_w5500_bus();
+void red_led_on() { nucleo::light_red_led(kGpio, enable_gpio_port); }
 
-  Line<160> line;
-  line.text("nucleo-h7a3zi-q: sysclk ").dec(g_clocks.sysclk_hz).text(" Hz");
-  if (g_clocks.supply == Supply::kLocked) {
-    line.text(" (PWR_CR3 supply locked to another configuration until power-on reset: HSI)");
-  } else if (!clocks_ok) {
-    line.text(" (clock setup failed, running on HSI)");
-  } else if (!g_clocks.from_hse) {
-    line.text(" (no HSE from the ST-LINK: PLL from HSI)");
-  }
-  line.text(", W5500 SPI1 ").dec(sck_hz).text(" Hz");
-  log(line.c_str());
-}
+SpiBus& w5500() { return g_w5500; }
 
-void log(const char* text) {
-  if (g_log_ready) {
-    st::usart_write_line(kLog, text);
-  }
-}
-
-std::uint32_t cycles() { return cm::reg(cm::kDwtCyccnt); }
-
-SpiBus& w5500_bus() { return g_w5500; }
-
-void fatal(const char* why) {
-  Line<224> line;
-  log(line.text("fatal: ").text(why).c_str());
-  kLog.flush();
-  enable_gpio_port(kRedLed);
-  kGpio.output(kRedLed, true, st::Gpio::Speed::kLow);
-  halt();
-}
-
-namespace cortex_m {
-
-void on_main_return(int code) {
-  Line<48> line;
-  log(line.text("main returned ").sdec(code).c_str());
-  kLog.flush();
-  halt();
-}
-
-}  // namespace cortex_m
+}  // namespace nucleo
 }  // namespace nmcm::port

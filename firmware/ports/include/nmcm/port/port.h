@@ -1,4 +1,5 @@
-// The contract every port (host, qemu-mps2, nucleo-f413zh, nucleo-h7a3zi-q) supplies.
+// The contract every ARM port (qemu-mps2, nucleo-f413zh, nucleo-h7a3zi-q) supplies; on the host the
+// W5500 emulator (tools/w5500_emulator) is an SpiBus of this contract.
 // The portable core never includes a board header: it sees only this file. A port implements the
 // free functions at link time and hands out its SPI bus as an SpiBus, so that the W5500 driver can
 // equally run on a board's SPI peripheral or on the host's register-level W5500 emulator.
