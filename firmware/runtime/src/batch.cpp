@@ -336,34 +336,9 @@ void Node::on_tensor(Connection& c) {
       if (s.forwarded) finish_last(slot);
       return;
     }
-    case Sink::kGradIn: {
-      charge(kIdle);
-      status = stage_.backward(slot, s.samples);
-      charge(kCompute);
-      if (!status.ok()) {
-        executor_failed(status);
-        return;
-      }
-      if (!stage_.is_first()) {
-        if (!check_finite(stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats(),
-                          "the gradient for upstream", s.micro_batch)) {
-          return;
-        }
-        Connection* up = holder(Peer::kUpstream);
-        uint8_t fixed[net::TensorHead::kSize];
-        net::encode(net::TensorHead{s.samples, stage_.input_floats()}, fixed);
-        if (up == nullptr) {
-          drop_batch("the upstream neighbour is gone");
-          return;
-        }
-        if (!send(*up, MsgType::kGradients, batch_meta(s.micro_batch), fixed, sizeof fixed,
-                  stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats() * 4u)) {
-          return;
-        }
-      }
-      complete(slot);
+    case Sink::kGradIn:
+      backward_and_send(slot);
       return;
-    }
     default:
       return;
   }
@@ -374,7 +349,8 @@ void Node::finish_last(uint32_t slot) {
   Slot& s = slots_[slot];
   LossResult result{};
   charge(kIdle);
-  Status status = stage_.loss_backward_seed(slot, s.samples, batch_.size, batch_.loss, &result);
+  const Status status =
+      stage_.loss_backward_seed(slot, s.samples, batch_.size, batch_.loss, &result);
   charge(kCompute);
   if (!status.ok()) {
     executor_failed(status);
@@ -393,30 +369,39 @@ void Node::finish_last(uint32_t slot) {
     return;
   }
   batch_.loss_sum += result.loss_sum;
-  if (!batch_.eval) {
-    charge(kIdle);
-    status = stage_.backward(slot, s.samples);
-    charge(kCompute);
-    if (!status.ok()) {
-      executor_failed(status);
+  if (batch_.eval) {
+    complete(slot);
+  } else {
+    backward_and_send(slot);
+  }
+}
+
+// Training, the slot's output gradient in (GRADIENTS from downstream, or the loss on the last
+// stage): backward, GRADIENTS upstream (all stages but the first), and the micro-batch is done.
+void Node::backward_and_send(uint32_t slot) {
+  const Slot& s = slots_[slot];
+  charge(kIdle);
+  const Status status = stage_.backward(slot, s.samples);
+  charge(kCompute);
+  if (!status.ok()) {
+    executor_failed(status);
+    return;
+  }
+  if (!stage_.is_first()) {
+    const uint32_t floats = uint32_t{s.samples} * stage_.input_floats();
+    if (!check_finite(stage_.grad_out(), floats, "the gradient for upstream", s.micro_batch)) {
       return;
     }
-    if (!stage_.is_first()) {
-      if (!check_finite(stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats(),
-                        "the gradient for upstream", s.micro_batch)) {
-        return;
-      }
-      Connection* up = holder(Peer::kUpstream);
-      if (up == nullptr) {
-        drop_batch("the upstream neighbour is gone");
-        return;
-      }
-      uint8_t head[net::TensorHead::kSize];
-      net::encode(net::TensorHead{s.samples, stage_.input_floats()}, head);
-      if (!send(*up, MsgType::kGradients, batch_meta(s.micro_batch), head, sizeof head,
-                stage_.grad_out(), uint32_t{s.samples} * stage_.input_floats() * 4u)) {
-        return;
-      }
+    Connection* up = holder(Peer::kUpstream);
+    if (up == nullptr) {
+      drop_batch("the upstream neighbour is gone");
+      return;
+    }
+    uint8_t head[net::TensorHead::kSize];
+    net::encode(net::TensorHead{s.samples, stage_.input_floats()}, head);
+    if (!send(*up, MsgType::kGradients, batch_meta(s.micro_batch), head, sizeof head,
+              stage_.grad_out(), floats * 4u)) {
+      return;
     }
   }
   complete(slot);

@@ -236,6 +236,7 @@ class Node {
   void on_tensor(Connection& c);
   void on_step(Connection& c);
   void finish_last(uint32_t slot);
+  void backward_and_send(uint32_t slot);
   void complete(uint32_t slot);
   void flush_outputs();
   void drop_batch(const char* why);
