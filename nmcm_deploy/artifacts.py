@@ -37,7 +37,7 @@ class NodeSummary:
     bytes_sent: int
     arena_bytes: int
     # qemu: instructions of the node's first training step, per layer of its stage (forward,
-    # backward), the loss, the optimizer and their sum per_step (runtime/qemu.py).
+    # backward), the loss, the optimizer and their sum per_step (targets/qemu.py).
     instructions: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@ node on mps2-an386, a Cortex-M7 node on mps2-an500 — trained by the coordinato
 UARTs, with PyTorch parity, and their instructions per layer and training step, deterministic
 under -icount.
 
-Every QEMU runs under `timeout` (runtime/qemu.py; NMCM_QEMU_LIFETIME bounds it here), and the
+Every QEMU runs under `timeout` (targets/qemu.py; NMCM_QEMU_LIFETIME bounds it here), and the
 module stops every node it started and checks that no QEMU of its own is left. The images are
 built once for the module: its clusters share one state directory and so one build cache.
 """
@@ -77,7 +77,7 @@ def qemu_manifest(
     folder: Path, name: str, stages: list[tuple[str, int, int]], **training: Any
 ) -> Path:
     """The quick start's CNN on a slice of digits, target qemu, with a free block of the 3 ports
-    per node a QEMU cluster takes (runtime/qemu.py)."""
+    per node a QEMU cluster takes (targets/qemu.py)."""
     npz = digits_npz(folder / "digits.npz", train=64, test=32)
     path = write_manifest(folder, name=name, stages=stages, npz=npz, **training)
     doc = yaml.safe_load(path.read_text())
