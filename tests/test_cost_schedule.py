@@ -184,3 +184,14 @@ def test_a_batch_needs_a_stage_a_micro_batch_and_a_window() -> None:
         simulate_batch([stage(1, 1)], FREE, [], window=1, training=True)
     with pytest.raises(ValueError):
         simulate_batch([stage(1, 1)], FREE, [1], window=0, training=True)
+
+
+def test_each_node_pays_for_its_own_w5500() -> None:
+    """A node's sends and receives cost what its link says, not its neighbour's."""
+    stages = [stage(1.0, 1.0), stage(1.0, 1.0, loss=0.1)]
+    slow = LinearLink(per_frame=0.01, per_byte=1e-4)
+    batch = simulate_batch(stages, [slow, FREE], [2, 2], window=2, training=True)
+    assert batch.nodes[0].comm_s > 0
+    assert batch.nodes[1].comm_s == 0
+    with pytest.raises(ValueError, match="one link per stage"):
+        simulate_batch(stages, [slow], [1], window=1, training=True)

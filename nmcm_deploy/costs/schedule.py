@@ -92,15 +92,20 @@ class _Task:
 
 def simulate_batch(
     stages: Sequence[StageTimes],
-    link: Link,
+    links: Link | Sequence[Link],
     sizes: Sequence[int],
     *,
     window: int,
     training: bool,
 ) -> BatchTime:
-    """One batch of micro-batches of ``sizes`` samples through ``stages`` (stage 0 first)."""
+    """One batch of micro-batches of ``sizes`` samples through ``stages`` (stage 0 first).
+    ``links``: one for every node (what its W5500 costs it), or one for them all."""
     if not stages or not sizes or window < 1:
         raise ValueError("a batch needs a stage, a micro-batch and a window of at least 1")
+    per_node = list(links) if isinstance(links, Sequence) else [links] * len(stages)
+    if len(per_node) != len(stages):
+        raise ValueError("one link per stage")
+    wire = per_node[0].wire_s
     k_last = len(stages) - 1
     nodes = [NodeTime() for _ in stages]
     free = [0.0] * len(stages)
@@ -124,11 +129,11 @@ def simulate_batch(
         """A control frame sent to every node at ``sent``, each answering with an ACK after
         ``work``; returns when the last ACK is in."""
         end = sent
-        for k in range(len(stages)):
-            arrive = max(free[k], sent + link.wire_s(control))
+        for k, link in enumerate(per_node):
+            arrive = max(free[k], sent + wire(control))
             comm = link.receive_s(control) + link.send_s(control)
             done = busy(k, arrive, work(k), comm)
-            end = max(end, done + link.wire_s(control))
+            end = max(end, done + wire(control))
         return end
 
     t0 = control_round(0.0, lambda k: 0.0)
@@ -143,7 +148,7 @@ def simulate_batch(
         while pending and in_flight < window:
             m = pending.pop(0)
             in_flight += 1
-            post(0, "forward", m, now + link.wire_s(tensor_frame(0, sizes[m], inputs=True)))
+            post(0, "forward", m, now + wire(tensor_frame(0, sizes[m], inputs=True)))
 
     def tensor_frame(k: int, n: int, *, inputs: bool) -> int:
         floats = stages[k].input_floats if inputs else stages[k].output_floats
@@ -170,7 +175,7 @@ def simulate_batch(
         start = max(free[k], task.ready)
         n = sizes[task.micro_batch]
         m = task.micro_batch
-        stage = stages[k]
+        stage, link = stages[k], per_node[k]
         if task.kind == "forward" and k == k_last:
             # Activations (or INPUTS) and LABELS in, forward, the loss; in training the backward
             # and GRADIENTS upstream at once (batch.cpp finish_last); then METRICS (and, as the
@@ -182,34 +187,34 @@ def simulate_batch(
                 if k > 0:
                     grads = tensor_frame(k, n, inputs=True)
                     comm += link.send_s(grads)
-                    post(k - 1, "backward", m, start + compute + comm + link.wire_s(grads))
+                    post(k - 1, "backward", m, start + compute + comm + wire(grads))
             comm += link.send_s(control) * (2 if k == 0 else 1)
             done = busy(k, start, compute, comm)
             reported.add(m)
             if k == 0:
                 acked.add(m)
-            finished(m, done + link.wire_s(control))
+            finished(m, done + wire(control))
         elif task.kind == "forward":
             out = tensor_frame(k, n, inputs=False)
             comm = link.receive_s(tensor_frame(k, n, inputs=True)) + link.send_s(out)
             compute = stage.forward_s(n)
-            post(k + 1, "forward", m, start + compute + comm + link.wire_s(out))
+            post(k + 1, "forward", m, start + compute + comm + wire(out))
             if k == 0 and not training:
                 comm += link.send_s(control)  # evaluation: stage 0 acknowledges after its forward
             done = busy(k, start, compute, comm)
             if k == 0 and not training:
                 acked.add(m)
-                finished(m, done + link.wire_s(control))
+                finished(m, done + wire(control))
         else:
             comm = link.receive_s(tensor_frame(k, n, inputs=False))
             compute = stage.backward_s(n)
             comm += link.send_s(tensor_frame(k, n, inputs=True) if k > 0 else control)
             done = busy(k, start, compute, comm)
             if k > 0:
-                post(k - 1, "backward", m, done + link.wire_s(tensor_frame(k, n, inputs=True)))
+                post(k - 1, "backward", m, done + wire(tensor_frame(k, n, inputs=True)))
             else:
                 acked.add(m)
-                finished(m, done + link.wire_s(control))
+                finished(m, done + wire(control))
 
     end = control_round(last_done, lambda k: stages[k].step_s) if training else last_done
     for node in nodes:
