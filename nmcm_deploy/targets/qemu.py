@@ -165,6 +165,31 @@ def lifetime_s() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_LIFETIME_S
 
 
+def emulator(machine: str, elf: Path, *arguments: str, sleep: bool = False) -> list[str]:
+    """qemu-system-arm running ``elf`` on QEMU's board ``machine`` with no devices attached: one
+    instruction per nanosecond of virtual time (``-icount shift=0``), so that instruction counts
+    are exact and the same on every run (firmware/apps/node-qemu/stage_stopwatch.h), and
+    semihosting for the log and the exit status, with ``arguments`` as the words of the image's
+    command line after its name. ``sleep``: whether a core waiting in WFI leaves the host's CPU
+    to others (``sleep=on``) or skips virtual time ahead; no counted piece of work contains a
+    WFI, so the counts do not depend on it. Without its ``timeout`` wrapper."""
+    words = ["enable=on", "target=native", f"arg={elf.name}", *(f"arg={a}" for a in arguments)]
+    return [
+        shutil.which(QEMU) or QEMU,
+        "-M",
+        machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-icount",
+        f"shift=0,sleep={'on' if sleep else 'off'}",
+        "-semihosting-config",
+        ",".join(words),
+        "-kernel",
+        str(elf),
+    ]
+
+
 def command(
     machine: str, elf: Path, ports: NodePorts, instance: int = 0, owner: str = ""
 ) -> list[str]:
@@ -193,25 +218,12 @@ def command(
         serial += ["-serial", "null"]
     serial += ["-serial", "chardev:observer"]
     return [
-        shutil.which(QEMU) or QEMU,
-        "-M",
-        machine,
-        "-nographic",
-        "-monitor",
-        "none",
-        # One instruction per nanosecond of virtual time: the node's instruction counts are
-        # exact and the same on every run (firmware/apps/node-qemu/profile.h). sleep=on: a node
-        # waiting in WFI leaves the host's CPU to the other nodes and to QEMU's I/O threads,
-        # which move a frame one byte at a time; no counted piece of work contains a WFI.
-        "-icount",
-        "shift=0,sleep=on",
-        "-semihosting-config",
-        f"enable=on,target=native,arg={elf.name},arg=instance={instance}",
+        # sleep=on: a node waiting in WFI leaves the host's CPU to the other nodes and to QEMU's
+        # I/O threads, which move a frame one byte at a time.
+        *emulator(machine, elf, f"instance={instance}", sleep=True),
         *(["-name", owner.replace(",", ",,")] if owner else []),
         *chardevs,
         *serial,
-        "-kernel",
-        str(elf),
     ]
 
 

@@ -2,36 +2,27 @@
 
 #include <cstddef>
 
-#include "nmcm/port/cortex_m.h"
 #include "nmcm/port/line.h"
 #include "nmcm/port/port.h"
-#include "nmcm/port/qemu_mps2.h"
 
 namespace nmcm::app {
-
-namespace qemu = port::qemu;
-namespace cm = port::cortex_m;
-
-// Timer 0 is the stopwatch; timer 1 counts the node's instructions (qemu_clock.cpp).
-constexpr unsigned kStopwatch = 0;
 
 void StepProfile::attach(Stage& stage, const runtime::Node& node) {
   node_ = &node;
   layers_ = stage.layer_count();
-  stage.set_probe(probe, this);
+  stopwatch_.attach(stage, begin, end, this);
 }
 
-void StepProfile::probe(void* self, StagePhase phase, std::uint32_t layer, std::uint32_t n,
-                        bool done) {
-  auto* profile = static_cast<StepProfile*>(self);
-  if (done) {
-    profile->end(phase, layer);
-  } else {
-    profile->begin(phase, layer, n);
-  }
+bool StepProfile::begin(void* self, StagePhase phase, std::uint32_t layer, std::uint32_t n) {
+  return static_cast<StepProfile*>(self)->starts(phase, layer, n);
 }
 
-void StepProfile::begin(StagePhase phase, std::uint32_t layer, std::uint32_t n) {
+void StepProfile::end(void* self, StagePhase phase, std::uint32_t layer,
+                      std::uint64_t instructions) {
+  static_cast<StepProfile*>(self)->add(phase, layer, instructions);
+}
+
+bool StepProfile::starts(StagePhase phase, std::uint32_t layer, std::uint32_t n) {
   if (phase == StagePhase::kForward && layer == 0) {
     // A micro-batch starts its forward: in a training batch or not, and which one.
     const net::StatusReport status = node_->status();
@@ -39,16 +30,10 @@ void StepProfile::begin(StagePhase phase, std::uint32_t layer, std::uint32_t n) 
     if (recording_ && status.batch != batch_) reset(status.batch);
     if (recording_) samples_ += n;
   }
-  if (!recording_) return;
-  primask_ = cm::disable_interrupts();
-  qemu::restart_timer(kStopwatch);  // the last thing before the work
+  return recording_;
 }
 
-void StepProfile::end(StagePhase phase, std::uint32_t layer) {
-  if (!recording_) return;
-  const std::uint32_t ticks = qemu::timer_ticks(kStopwatch);  // the first thing after it
-  cm::restore_interrupts(primask_);
-  const std::uint64_t instructions = std::uint64_t{ticks} * qemu::kNanosecondsPerTick;
+void StepProfile::add(StagePhase phase, std::uint32_t layer, std::uint64_t instructions) {
   switch (phase) {
     case StagePhase::kForward:
       forward_[layer] += instructions;

@@ -1,10 +1,8 @@
 // Instructions per layer, forward and backward, per training step (the `qemu` target's figures:
-// deterministic under `-icount shift=0`). A Stage probe (nmcm/stage.h) brackets every layer's
-// forward and backward, the loss and the optimizer step; each piece is timed by CMSDK timer 0,
-// restarted at its start with interrupts masked, so that the same instructions give the same
-// figure on every run, whatever happened before (a counter that free-runs would give figures that
-// depend on where within a 40-instruction tick the piece began, and an interrupt landing inside
-// it would add its handler).
+// deterministic under `-icount shift=0`). The stage's probe is the QEMU stopwatch
+// (stage_stopwatch.h): it brackets every layer's forward and backward, the loss and the optimizer
+// step, each timed by CMSDK timer 0 restarted at its start with interrupts masked, so that the
+// same instructions give the same figure on every run, whatever happened before.
 //
 // The figures of one training batch add up over its micro-batches; when the step is applied, one
 // line goes to the log, which the runner on the host reads (nmcm_deploy/targets/qemu.py):
@@ -21,6 +19,7 @@
 #include "nmcm/config.h"
 #include "nmcm/runtime/node.h"
 #include "nmcm/stage.h"
+#include "stage_stopwatch.h"
 
 namespace nmcm::app {
 
@@ -33,11 +32,16 @@ class StepProfile {
   void flush();
 
  private:
-  static void probe(void* self, StagePhase phase, std::uint32_t layer, std::uint32_t n, bool done);
-  void begin(StagePhase phase, std::uint32_t layer, std::uint32_t n);
-  void end(StagePhase phase, std::uint32_t layer);
+  // The stopwatch's hooks (stage_stopwatch.h), on this profile.
+  static bool begin(void* self, StagePhase phase, std::uint32_t layer, std::uint32_t n);
+  static void end(void* self, StagePhase phase, std::uint32_t layer, std::uint64_t instructions);
+  // Whether a piece is timed: inside a training batch only.
+  bool starts(StagePhase phase, std::uint32_t layer, std::uint32_t n);
+  // A timed piece's figure, added to the batch's.
+  void add(StagePhase phase, std::uint32_t layer, std::uint64_t instructions);
   void reset(std::uint32_t batch);
 
+  StageStopwatch stopwatch_;
   const runtime::Node* node_ = nullptr;
   std::uint32_t layers_ = 0;
   bool recording_ = false;  // inside a training batch
@@ -47,7 +51,6 @@ class StepProfile {
   std::uint64_t backward_[kMaxLayers] = {};
   std::uint64_t loss_ = 0;
   std::uint64_t step_ = 0;
-  std::uint32_t primask_ = 0;
 
   // The last step applied, waiting for flush().
   bool ready_ = false;

@@ -6,7 +6,8 @@ namespace nmcm::app {
 
 namespace qemu = port::qemu;
 
-// Timer 1 counts the node's instructions; timer 0 is the profile's stopwatch (profile.cpp).
+// Timer 1 counts the node's instructions; timer 0 is the profile's stopwatch
+// (stage_stopwatch.cpp).
 constexpr unsigned kCounterTimer = 1;
 
 QemuClock::QemuClock(std::uint32_t tick_hz) : tick_hz_(tick_hz) {
