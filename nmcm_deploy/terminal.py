@@ -102,6 +102,11 @@ def info(message: str) -> None:
     err().print(message, markup=False)
 
 
+def line(message: str) -> None:
+    """A line of a command's human output, on stdout beside its tables (no markup)."""
+    out().print(message, markup=False, highlight=False)
+
+
 def success(message: str) -> None:
     out().print(f"[green]✓[/] {_markup_escape(message)}")
 
@@ -120,7 +125,7 @@ def emit_json(data: dict[str, Any]) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left", show_lines=False)
+    t = Table(title=_markup_escape(title), title_justify="left", show_lines=False)
     for c in columns:
         t.add_column(c, overflow="fold")
     for row in rows:

@@ -29,6 +29,7 @@ def conv_observations(weights: dict[str, float], seed: int) -> list[Observation]
         c, oc, h = rng.randint(1, 8), rng.randint(1, 16), rng.randint(4, 16)
         k, pad = rng.randint(1, 3), rng.randint(0, 1)
         o = h + 2 * pad - k + 1
+        # Stride 1 only: the strided loops have features of their own.
         layer = Layer(LayerKind.CONV2D, (c, h, h), (oc, o, o), (k, k), (1, 1), (pad, pad), True)
         f = features(Call(layer, Direction.FORWARD, rng.randint(1, 16)))
         out.append(Observation(f, sum(weights[n] * v for n, v in f.items())))
@@ -38,7 +39,8 @@ def conv_observations(weights: dict[str, float], seed: int) -> list[Observation]
 @pytest.mark.parametrize("seed", range(5))
 def test_fit_recovers_the_weights_that_made_the_counts(seed: int) -> None:
     rng = random.Random(seed)
-    truth = {n: rng.uniform(0.5, 200) for n in ("call", "channel", "output", "tap", "row", "mac")}
+    names = ("call", "channel", "output", "pair", "kernel_row", "tap", "valid_tap", "row", "mac")
+    truth = {n: rng.uniform(0.5, 200) for n in names}
     result = fit(conv_observations(truth, seed))
     assert result.max_relative_error < 1e-6
     for observation in conv_observations(truth, seed + 100):  # shapes it never saw

@@ -64,14 +64,20 @@ def test_conv2d_counts_only_taps_inside_the_input(seed: int) -> None:
     layer = random_window_layer(rng, LayerKind.CONV2D)
     n = rng.randint(1, 8)
     taps, rows, macs = brute_conv(layer)
-    pairs = n * layer.in_shape[0] * layer.out_shape[0]
+    c, oc = layer.in_shape[0], layer.out_shape[0]
+    pairs = n * c * oc
+    kh, kw = layer.kernel
+    row, mac = ("row", "mac") if layer.stride[1] == 1 else ("strided_row", "strided_mac")
     fwd = features(Call(layer, Direction.FORWARD, n))
-    assert (fwd["tap"], fwd["row"], fwd["mac"]) == (pairs * taps, pairs * rows, pairs * macs)
+    assert (fwd["valid_tap"], fwd[row], fwd[mac]) == (pairs * taps, pairs * rows, pairs * macs)
+    assert (fwd["pair"], fwd["kernel_row"], fwd["tap"]) == (pairs, pairs * kh, pairs * kh * kw)
     if layer.padding == (0, 0):
-        assert fwd["mac"] == n * layer.macs()  # no padding: every tap of every output counts
+        assert fwd[mac] == n * layer.macs()  # no padding: every tap of every output counts
     with_din = features(Call(layer, Direction.BACKWARD, n, input_grad=True))
     without = features(Call(layer, Direction.BACKWARD, n, input_grad=False))
-    assert with_din["mac"] == 2 * without["mac"] == 2 * pairs * macs
+    assert with_din[mac] == without[mac] == pairs * macs  # dw: every valid tap, always
+    din_mac = "din_mac" if layer.stride[1] == 1 else "strided_din_mac"
+    assert with_din[din_mac] == pairs * macs and without[din_mac] == 0  # dx: only when wanted
     assert without["input"] == 0 < with_din["input"]
 
 

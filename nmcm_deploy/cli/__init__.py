@@ -12,7 +12,18 @@ import sys
 import typer
 
 from nmcm_deploy import __version__, terminal
-from nmcm_deploy.cli import apply, build, down, export, plan, probes, status, validate
+from nmcm_deploy.cli import (
+    apply,
+    build,
+    calibrate,
+    down,
+    estimate,
+    export,
+    plan,
+    probes,
+    status,
+    validate,
+)
 from nmcm_deploy.errors import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -56,6 +67,8 @@ def root(
 
 validate.register(app)
 export.register(app)
+estimate.register(app)
+calibrate.register(app)
 build.register(app)
 plan.register(app)
 apply.register(app)

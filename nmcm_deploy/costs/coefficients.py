@@ -173,3 +173,21 @@ def shipped(core: str) -> Coefficients:
             hint="run `nmcm calibrate --target qemu` for it",
         )
     return load(path)
+
+
+def calibrated_path(core: str) -> Path:
+    """Where `nmcm calibrate` writes ``core``'s weights by default: under the state folder, where
+    they take precedence over the shipped ones."""
+    from nmcm_deploy.reconcile.state import state_root
+
+    return state_root() / "costs" / f"{core}.yaml"
+
+
+def current(core: str) -> tuple[Coefficients, Path]:
+    """The weights the cost model uses for ``core``: this machine's calibration if there is one
+    (calibrated_path), else the shipped ones; with the file they come from."""
+    path = calibrated_path(core)
+    if path.exists():
+        return load(path), path
+    shipped_path = SHIPPED / f"{core}.yaml"
+    return shipped(core), shipped_path

@@ -54,8 +54,8 @@ def _window(o: int, stride: int, pad: int, kernel: int, size: int) -> int:
 
 
 def _conv_loops(layer: Layer) -> tuple[int, int, int]:
-    """Per sample, per (output channel, input channel) pair: the taps with a non-empty row span,
-    the inner-loop calls (one per valid row of such a tap) and the multiply-accumulates."""
+    """Per sample, per (output channel, input channel) pair: the taps with a non-empty column
+    span, the inner-loop calls (one per valid row of such a tap) and the multiply-accumulates."""
     _, h, w = layer.in_shape
     _, oh, ow = layer.out_shape
     kh, kw = layer.kernel
@@ -109,23 +109,36 @@ def features(call: Call) -> Features:
         taps, rows, macs = _conv_loops(layer)
         pairs = n * oc * c
         out_plane = numel(layer.out_shape[1:])
+        # A row of a tap runs vec::axpy / vec::dot at column stride 1, a plain strided loop else.
+        row, mac = ("row", "mac") if layer.stride[1] == 1 else ("strided_row", "strided_mac")
+        kh, kw = layer.kernel
+        loops = {
+            "call": 1,
+            "channel": n * oc,  # the output plane's fill (forward) or the bias sum (backward)
+            "output": n * oc * out_plane,
+            "pair": pairs,  # per (output channel, input channel): pointers, the kernel loops
+            "kernel_row": pairs * kh,  # the rows' valid span, once per kernel row
+            "tap": pairs * kh * kw,  # the columns' valid span, once per tap
+            "valid_tap": pairs * taps,  # a tap whose columns are not all outside
+        }
         if forward:
+            return {**loops, row: pairs * rows, mac: pairs * macs}
+        backward = {**loops, "input": n * numel(layer.in_shape) * din}
+        if layer.stride[1] == 1:
+            # Per row a vec::dot for dw, and a vec::axpy for dx when dx is wanted.
             return {
-                "call": 1,
-                "channel": n * oc,
-                "output": n * oc * out_plane,
-                "tap": pairs * taps,
+                **backward,
                 "row": pairs * rows,
                 "mac": pairs * macs,
+                "din_row": pairs * rows * din,
+                "din_mac": pairs * macs * din,
             }
+        # One strided loop per row doing both, testing for dx at every element.
         return {
-            "call": 1,
-            "channel": n * oc,
-            "output": n * oc * out_plane,
-            "input": n * numel(layer.in_shape) * din,
-            "tap": pairs * taps,
-            "row": pairs * rows * (1 + din),
-            "mac": pairs * macs * (1 + din),
+            **backward,
+            "strided_row": pairs * rows,
+            "strided_mac": pairs * macs,
+            "strided_din_mac": pairs * macs * din,
         }
     if kind is LayerKind.MAXPOOL2D:
         planes = n * layer.in_shape[0]
@@ -151,17 +164,33 @@ def features(call: Call) -> Features:
     raise ValueError(f"no features for layer kind {kind.label}")
 
 
-def loss_features(samples: int, classes: int) -> Features:
+# The three loss kernels (firmware/core/include/nmcm/loss.h), by what they are given.
+LOSS_KERNELS = ("probabilities", "logits", "mse")
+
+
+def loss_kernel(loss: str, ends_in_softmax: bool) -> str:
+    """The loss kernel the last stage runs: cross-entropy on a final softmax's probabilities
+    (fused: the softmax has no backward), cross-entropy on logits, or MSE."""
+    if loss == "mse":
+        return "mse"
+    return "probabilities" if ends_in_softmax else "logits"
+
+
+def loss_features(samples: int, classes: int, kernel: str) -> Features:
     """The loss and its gradient seed on the last stage (firmware/core/src/loss.cpp) for one
-    micro-batch."""
-    return {"call": 1, "sample": samples, "element": samples * classes}
+    micro-batch, each kernel its own features (a log-softmax costs more than a lookup)."""
+    if kernel not in LOSS_KERNELS:
+        raise ValueError(f"unknown loss kernel {kernel!r}")
+    return {"call": 1, f"{kernel}_sample": samples, f"{kernel}_element": samples * classes}
 
 
-def step_features(parameters: int, tensors: int, momentum: bool) -> Features:
-    """The optimizer step over a stage's parameter tensors (firmware/core/src/sgd.cpp)."""
+def step_features(parameters: int, tensors: int, momentum: bool, decay: bool) -> Features:
+    """The optimizer step over a stage's parameter tensors (firmware/core/src/sgd.cpp): one loop
+    per tensor, with or without a momentum buffer, adding the weight decay or not."""
     return {
         "call": 1,
         "tensor": tensors,
         "parameter": parameters,
         "momentum_parameter": parameters if momentum else 0,
+        "decay_parameter": parameters if decay else 0,
     }

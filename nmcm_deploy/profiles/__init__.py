@@ -46,6 +46,23 @@ class MemoryRegion:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """An assumed figure of the cost model: its value, how far off it may be (relative: 0.3 means
+    the true value is expected within +-30%), and where it comes from."""
+
+    value: float
+    uncertainty: float
+    source: str
+
+
+def _figure(raw: Any) -> Figure:
+    figure = Figure(float(raw["value"]), float(raw["uncertainty"]), str(raw["source"]).strip())
+    if figure.value <= 0 or not 0 <= figure.uncertainty < 1 or not figure.source:
+        raise ValueError("a figure needs a positive value, an uncertainty in [0, 1) and a source")
+    return figure
+
+
+@dataclass(frozen=True)
 class McuProfile:
     name: str
     description: str
@@ -64,6 +81,9 @@ class McuProfile:
     qemu_machine: str
     pyocd_target: str
     pyocd_pack: str  # CMSIS pack family the pyOCD target needs
+    # Cost model: core clock cycles per instruction of the kernels' code (flash wait states and
+    # caches included), turning the calibrated instruction counts into time.
+    cycles_per_instruction: Figure
 
     @property
     def arena(self) -> MemoryRegion:
@@ -106,6 +126,16 @@ class Led:
 
 
 @dataclass(frozen=True)
+class W5500Link:
+    """What moving bytes through the board's W5500 costs, for the cost model: the SPI kernel clock
+    the firmware divides into SCK, and the share of SCK that carries frame bytes."""
+
+    spi_kernel_hz: Figure
+    spi_efficiency: Figure  # payload bits per SCK cycle, the driver's gaps and polling included
+    send_overhead_bytes: Figure  # SPI bytes of register traffic per send or receive besides data
+
+
+@dataclass(frozen=True)
 class BoardProfile:
     name: str
     description: str
@@ -117,6 +147,7 @@ class BoardProfile:
     leds: tuple[Led, ...]
     user_button: str
     arduino_header: tuple[tuple[str, str], ...]  # ("D10", "PD14"), ...
+    link: W5500Link
 
     def arduino_pin(self, label: str) -> str:
         """The MCU pin behind an Arduino header label such as ``D10``."""
@@ -190,6 +221,7 @@ def mcu(name: str) -> McuProfile:
             qemu_machine=str(d["qemu_machine"]),
             pyocd_target=str(d["pyocd"]["target"]),
             pyocd_pack=str(d["pyocd"]["pack"]),
+            cycles_per_instruction=_figure(d["cost"]["cycles_per_instruction"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(f"mcus/{name}{_SUFFIX} is malformed: {exc!r}") from exc
@@ -226,6 +258,11 @@ def board(name: str) -> BoardProfile:
             leds=tuple(Led(str(x["name"]), str(x["color"]), str(x["pin"])) for x in d["leds"]),
             user_button=str(d["user_button"]),
             arduino_header=tuple((str(k), str(v)) for k, v in d["arduino_header"].items()),
+            link=W5500Link(
+                spi_kernel_hz=_figure(d["w5500_link"]["spi_kernel_hz"]),
+                spi_efficiency=_figure(d["w5500_link"]["spi_efficiency"]),
+                send_overhead_bytes=_figure(d["w5500_link"]["send_overhead_bytes"]),
+            ),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProfileError(f"boards/{name}{_SUFFIX} is malformed: {exc!r}") from exc
