@@ -9,7 +9,7 @@ HOST_BUILD := build/host
 JOBS ?= 2
 
 .PHONY: help setup system-packages demo test test-python test-firmware lint format bench \
-	firmware-arm clean
+	firmware-arm calibrate clean
 
 help:
 	@echo "make demo    set up, then train the quick-start cluster and print its summary"
@@ -19,6 +19,7 @@ help:
 	@echo "make format  apply ruff format and clang-format"
 	@echo "make bench   run the benchmarks under bench/"
 	@echo "make firmware-arm  cross-build the ARM ports for the four targets"
+	@echo "make calibrate  re-fit the shipped cost model weights under QEMU (after a kernel change)"
 
 system-packages:
 	@.ci/system-packages.sh
@@ -66,9 +67,14 @@ test-python: setup
 test: lint test-firmware test-python
 
 bench: setup
+	$(PY) bench/cost_model.py
 	$(PY) bench/engine.py
 	$(PY) bench/schedules.py
 	$(PY) bench/validate_scale.py
+
+# The cost model's shipped weights, measured on the kernels as they are (docs/cost-model.md).
+calibrate: setup
+	$(NMCM) calibrate --target qemu --out nmcm_deploy/profiles/costs
 
 # Cross builds of the ARM ports (smoke firmware, core, net, W5500 driver) for the four targets.
 firmware-arm: setup
