@@ -90,9 +90,11 @@ def write_manifest(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     shuffle: bool = True,
+    stages_auto: bool = False,
 ) -> Path:
     """A manifest like the quick start, with its own nodes (name prefix f413/h7a3), stages and a
-    free block of loopback ports."""
+    free block of loopback ports. ``stages_auto``: `stages: auto` over the nodes of ``stages``
+    (their layer ranges are then ignored)."""
     doc = yaml.safe_load(QUICKSTART.read_text())
     doc["metadata"]["name"] = name
     if layers is not None:
@@ -121,7 +123,9 @@ def write_manifest(
             }
         )
     doc["spec"]["nodes"] = nodes
-    doc["spec"]["stages"] = [{"node": n, "layers": [a, b]} for n, a, b in stages]
+    doc["spec"]["stages"] = (
+        "auto" if stages_auto else [{"node": n, "layers": [a, b]} for n, a, b in stages]
+    )
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

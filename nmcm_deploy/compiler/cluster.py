@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,10 +70,17 @@ def resolve_stages(manifest: Manifest, n_layers: int) -> list[tuple[str, int, in
 
 def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
     """Split ``ir`` by the manifest's stages and plan each stage's memory (compiler/fit.py)."""
+    return plan_pipeline(manifest, ir, resolve_stages(manifest, len(ir.layers)))
+
+
+def plan_pipeline(
+    manifest: Manifest, ir: ModelIR, pipeline: Sequence[tuple[str, int, int]]
+) -> ClusterPlan:
+    """Plan each stage of ``pipeline`` ((node, first layer, last layer), stage 0 first) under
+    the manifest's training job."""
     training = manifest.training
     nodes = {n.name: n for n in manifest.nodes}
     stages = []
-    pipeline = resolve_stages(manifest, len(ir.layers))
     for index, (node_name, first, last) in enumerate(pipeline):
         node = nodes[node_name]
         profile = mcu(node.mcu)

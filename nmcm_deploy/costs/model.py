@@ -9,13 +9,13 @@ batch. Every figure this module produces is a model figure: its source is ``mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
-from nmcm_deploy.compiler.cluster import ClusterPlan, StagePlan
+from nmcm_deploy.compiler.cluster import ClusterPlan
 from nmcm_deploy.compiler.fit import stage_slots
-from nmcm_deploy.compiler.ir import LayerKind
+from nmcm_deploy.compiler.ir import Layer, LayerKind, numel
 from nmcm_deploy.compiler.memory import alias_groups
 from nmcm_deploy.costs import coefficients as coef
 from nmcm_deploy.costs.features import (
@@ -28,9 +28,9 @@ from nmcm_deploy.costs.features import (
 )
 from nmcm_deploy.costs.links import W5500Link
 from nmcm_deploy.costs.schedule import BatchTime, NodeTime, StageTimes, simulate_batch
-from nmcm_deploy.manifest.model import TrainingSpec
+from nmcm_deploy.manifest.model import NodeSpec, TrainingSpec
+from nmcm_deploy.profiles import McuProfile, board_names
 from nmcm_deploy.profiles import board as board_profile
-from nmcm_deploy.profiles import board_names
 
 SOURCE = "model"
 
@@ -117,59 +117,73 @@ def micro_batch_sizes(samples: int, micro_batches: int) -> list[int]:
 
 @dataclass(frozen=True)
 class StageModel:
-    """One stage's modelled instructions, as functions of a micro-batch's samples."""
+    """The modelled instructions of a stage running ``layers``, as functions of a micro-batch's
+    samples. Where it sits in the pipeline matters: the first stage never computes its input's
+    gradient, the last computes the loss."""
 
-    plan: StagePlan
+    layers: tuple[Layer, ...]
     weights: coef.Coefficients
-    stage_count: int
+    first: bool
+    last: bool
     loss_kind: str  # the loss kernel (features.loss_kernel)
 
-    def input_grads(self) -> list[bool]:
+    @cached_property
+    def input_grads(self) -> tuple[bool, ...]:
         """Per layer: whether its backward computes its input's gradient (memory.py: the first
         stage never computes the gradient of its input, nor of what aliases it)."""
-        group0 = set(alias_groups(self.plan.layers)[0])
-        first = self.plan.index == 0
-        return [not (first and i in group0) for i in range(len(self.plan.layers))]
+        group0 = set(alias_groups(self.layers)[0])
+        return tuple(not (self.first and i in group0) for i in range(len(self.layers)))
 
     def forward(self, i: int, n: int) -> float:
-        layer = self.plan.layers[i]
+        layer = self.layers[i]
         return coef.predict(
             self.weights.layer(layer.kind.label, "forward"),
             features(Call(layer, Direction.FORWARD, n)),
         )
 
     def backward(self, i: int, n: int) -> float:
-        layer = self.plan.layers[i]
-        last = i == len(self.plan.layers) - 1 and self.plan.index == self.stage_count - 1
-        if last and self.loss_kind == "probabilities":  # the softmax is fused into the loss
-            return 0.0
-        call = Call(layer, Direction.BACKWARD, n, input_grad=self.input_grads()[i])
+        layer = self.layers[i]
+        if self.last and i == len(self.layers) - 1 and self.loss_kind == "probabilities":
+            return 0.0  # the softmax is fused into the loss
+        call = Call(layer, Direction.BACKWARD, n, input_grad=self.input_grads[i])
         return coef.predict(self.weights.layer(layer.kind.label, "backward"), features(call))
 
     def loss(self, n: int) -> float:
-        classes = self.plan.layers[-1].out_shape[0]
+        classes = self.layers[-1].out_shape[0]
         return coef.predict(self.weights.loss, loss_features(n, classes, self.loss_kind))
 
     def step(self, momentum: bool, decay: bool) -> float:
-        tensors = self.plan.memory.tensors
-        parameters = sum(t.count for t in tensors)
-        counts = step_features(parameters, len(tensors), momentum, decay)
+        shapes = [s for ly in self.layers for s in (ly.weight_shape, ly.bias_shape) if s]
+        parameters = sum(numel(s) for s in shapes)
+        counts = step_features(parameters, len(shapes), momentum, decay)
         return coef.predict(self.weights.step, counts)
 
+    def times(self, seconds_per_instruction: float, momentum: bool, decay: bool) -> StageTimes:
+        sec, layers = seconds_per_instruction, range(len(self.layers))
+        return StageTimes(
+            forward_s=lambda n: sec * sum(self.forward(i, n) for i in layers),
+            backward_s=lambda n: sec * sum(self.backward(i, n) for i in layers),
+            loss_s=lambda n: sec * self.loss(n),
+            step_s=sec * self.step(momentum, decay),
+            input_floats=numel(self.layers[0].in_shape),
+            output_floats=numel(self.layers[-1].out_shape),
+        )
 
-def _seconds_per_instruction(plan: StagePlan) -> float:
-    mcu = plan.profile
+
+def seconds_per_instruction(mcu: McuProfile) -> float:
     return mcu.cycles_per_instruction.value / mcu.clock_hz
 
 
-def _board_of(plan: StagePlan) -> str:
-    if plan.node.board:
-        return plan.node.board
-    return next(b for b in board_names() if board_profile(b).mcu == plan.profile.name)
+def board_of(node: NodeSpec) -> str:
+    """The node's board: the manifest's, else the one board profile carrying its MCU."""
+    if node.board:
+        return node.board
+    return next(b for b in board_names() if board_profile(b).mcu == node.mcu)
 
 
 @cache
-def _current(core: str) -> coef.Coefficients:
+def current_coefficients(core: str) -> coef.Coefficients:
+    """The weights `estimate` uses for ``core`` (coefficients.current), read once."""
     return coef.current(core)[0]
 
 
@@ -179,31 +193,23 @@ def estimate(
     train_samples: int,
     test_samples: int,
     *,
-    coefficients: CoefficientsOf = _current,
+    coefficients: CoefficientsOf = current_coefficients,
 ) -> Estimate:
     """The modelled training of ``plan`` under ``training`` on a dataset of ``train_samples``
     training and ``test_samples`` test samples, per epoch."""
     count = len(plan.stages)
     loss = loss_kernel(training.loss, plan.ir.layers[-1].kind is LayerKind.SOFTMAX)
-    models = [StageModel(s, coefficients(s.profile.core), count, loss) for s in plan.stages]
+    models = [
+        StageModel(s.layers, coefficients(s.profile.core), k == 0, k == count - 1, loss)
+        for k, s in enumerate(plan.stages)
+    ]
     momentum = training.optimizer.momentum != 0.0
     decay = training.optimizer.weight_decay != 0.0
-    spi = [_seconds_per_instruction(s) for s in plan.stages]
-    links = [W5500Link.of_board(board_profile(_board_of(s))) for s in plan.stages]
-
-    def times(k: int) -> StageTimes:
-        m, sec = models[k], spi[k]
-        layers = range(len(m.plan.layers))
-        return StageTimes(
-            forward_s=lambda n: sec * sum(m.forward(i, n) for i in layers),
-            backward_s=lambda n: sec * sum(m.backward(i, n) for i in layers),
-            loss_s=lambda n: sec * m.loss(n),
-            step_s=sec * m.step(momentum, decay),
-            input_floats=_floats(m.plan.layers[0].in_shape),
-            output_floats=_floats(m.plan.layers[-1].out_shape),
-        )
-
-    stages = [times(k) for k in range(count)]
+    links = [W5500Link.of_board(board_profile(board_of(s.node))) for s in plan.stages]
+    stages = [
+        m.times(seconds_per_instruction(s.profile), momentum, decay)
+        for m, s in zip(models, plan.stages, strict=True)
+    ]
     window = (
         1
         if training.schedule == "sequential"
@@ -226,7 +232,7 @@ def estimate(
     sizes = micro_batch_sizes(training.batch_size, training.micro_batches)
     nodes = []
     for k, (m, s) in enumerate(zip(models, plan.stages, strict=True)):
-        cycles = m.plan.profile.cycles_per_instruction.value
+        cycles = s.profile.cycles_per_instruction.value
         costs = []
         for i, layer in enumerate(s.layers):
             fwd = sum(m.forward(i, n) for n in sizes)
@@ -262,13 +268,6 @@ def estimate(
         epoch_s=epoch_s,
         nodes=tuple(nodes),
     )
-
-
-def _floats(shape: Sequence[int]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
 
 
 def _batches(train: int, test: int, batch_size: int) -> list[tuple[int, int, bool]]:
