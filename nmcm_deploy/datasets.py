@@ -159,6 +159,29 @@ def _load_npz(
     return Dataset(xt, yt, xv, yv, classes if classes is not None else found)
 
 
+DIGITS_SAMPLES = 1797  # scikit-learn's 8x8 digits
+
+
+def sample_counts(name: str | None, npz: Path | None, test_fraction: float) -> tuple[int, int]:
+    """How many training and test samples ``load_dataset`` will give, without loading the data
+    (an npz's array headers only): what the stage planner needs to model an epoch."""
+    if npz is None:
+        total = DIGITS_SAMPLES
+    else:
+        try:
+            arrays = npz_headers(npz)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DatasetError(f"cannot read {npz}: {exc}") from None
+        if "x_train" not in arrays:
+            raise DatasetError(f"{npz.name} has no x_train array")
+        train = arrays["x_train"][0][0] if arrays["x_train"][0] else 0
+        if "x_test" in arrays:
+            return train, arrays["x_test"][0][0] if arrays["x_test"][0] else 0
+        total = train
+    test = round(total * test_fraction)
+    return total - test, test
+
+
 def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shape and dtype kind of each array in an .npz, reading only the .npy headers (so `validate`
     can check a dataset of any size quickly). Raises OSError, ValueError, zipfile.BadZipFile or

@@ -59,6 +59,11 @@ def test_estimate_json_follows_the_contract() -> None:
         total = node["compute_s"] + node["comm_s"] + node["idle_s"]
         assert total == pytest.approx(doc["epoch_s"], rel=1e-9)
     assert layers_seen == list(range(6))  # the quick start's six layers, each once
+    # The planner's best for the same nodes, never slower than the manifest's own split.
+    planner = doc["planner"]
+    assert planner["stages_auto"] is False
+    assert planner["best"]["epoch_s"] <= doc["epoch_s"] * (1 + 1e-12)
+    assert all(a["epoch_s"] >= planner["best"]["epoch_s"] for a in planner["alternatives"])
 
 
 def test_estimate_text_labels_its_figures() -> None:
@@ -66,6 +71,7 @@ def test_estimate_text_labels_its_figures() -> None:
     assert result.code == 0, result.output
     assert "[model]" in result.stdout
     assert "cycles per instruction" in result.stdout
+    assert "the planner's best for these nodes" in result.stdout
 
 
 def test_a_stage_that_does_not_fit_is_an_error(tmp_path: Path) -> None:

@@ -3,12 +3,17 @@ anything is built (nmcm_deploy/costs/)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from nmcm_deploy import terminal
 from nmcm_deploy.cli.options import OutputFormat, output_option
+
+if TYPE_CHECKING:
+    from nmcm_deploy.costs.planner import Candidate, Plan
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +33,14 @@ def estimate(
     output: OutputFormat = output_option(),
 ) -> None:
     from nmcm_deploy.compiler.cluster import build_model, plan_cluster
-    from nmcm_deploy.costs import model
+    from nmcm_deploy.costs import model, planner
     from nmcm_deploy.datasets import load_dataset
+    from nmcm_deploy.errors import ModelError
     from nmcm_deploy.manifest import load_manifest
 
     manifest = load_manifest(file)
     _, ir = build_model(manifest)
-    plan = plan_cluster(manifest, ir)
+    plan = plan_cluster(manifest, ir, planner.resolve)
     data = load_dataset(
         name=manifest.dataset.name,
         npz=manifest.dataset.npz,
@@ -45,9 +51,22 @@ def estimate(
     )
     result = model.estimate(plan, manifest.training, len(data.x_train), len(data.x_test))
     misfits = [s for s in plan.stages if not s.fit.fits]
+    try:
+        best = planner.plan_stages(manifest, ir, len(data.x_train), len(data.x_test))
+    except ModelError:
+        best = None  # nothing fits these nodes: the misfits below say where
 
     if output is OutputFormat.json:
-        terminal.emit_json(result.as_dict())
+        doc = result.as_dict()
+        if best is not None:
+            doc["planner"] = {
+                "stages_auto": manifest.stages_auto,
+                "best": _candidate(best.best),
+                "alternatives": [_candidate(c) for c in best.ranked[1:4]],
+                "unused": list(best.unused),
+                "exhaustive": best.exhaustive,
+            }
+        terminal.emit_json(doc)
     else:
         hb = terminal.human_bytes
         terminal.line(
@@ -97,9 +116,49 @@ def estimate(
                 f"(±{cpi.uncertainty:.0%}) at {s.profile.clock_hz / 1e6:.0f} MHz; "
                 f"{cpi.source.split(':')[0]}"
             )
+        if best is not None:
+            _explain(best, result.epoch_s, manifest.stages_auto)
     for s in misfits:
         terminal.error(
             f"stage {s.index} on node {s.node.name} ({s.profile.name}) does not fit: "
             f"{s.fit.shortfall()}"
         )
     raise typer.Exit(1 if misfits else 0)
+
+
+def _split(pipeline: Sequence[tuple[str, int, int]]) -> str:
+    return " -> ".join(f"{node} [{first}-{last}]" for node, first, last in pipeline)
+
+
+def _candidate(candidate: Candidate) -> dict[str, object]:
+    return {
+        "stages": [{"node": n, "layers": [a, b]} for n, a, b in candidate.pipeline],
+        "epoch_s": candidate.epoch_s,
+        "step_s": candidate.step_s,
+        "bottleneck_stage": candidate.bottleneck,
+    }
+
+
+def _explain(plan: Plan, epoch_s: float, auto: bool) -> None:
+    best = plan.best
+    how = "every split ranked" if plan.exhaustive else f"{plan.searched} best of the search"
+    if auto:
+        terminal.line(
+            f"stages: auto chose {_split(best.pipeline)} (bottleneck: stage {best.bottleneck}; "
+            f"{how}) [model]"
+        )
+    else:
+        ratio = epoch_s / best.epoch_s
+        verdict = (
+            "no split is faster" if ratio <= 1 + 1e-9 else f"its epoch is {ratio:.2f}x the best"
+        )
+        terminal.line(
+            f"this split: {verdict}; the planner's best for these nodes is "
+            f"{_split(best.pipeline)}, an epoch of {best.epoch_s:.2f} s ({how}) [model]"
+        )
+    for c in plan.ranked[1:4]:
+        terminal.line(f"  next: {_split(c.pipeline)}, an epoch of {c.epoch_s:.2f} s")
+    if plan.unused:
+        terminal.line(
+            f"  unused: {', '.join(plan.unused)} (using them would be slower under the model)"
+        )

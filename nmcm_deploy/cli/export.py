@@ -30,13 +30,14 @@ def export(
     output: OutputFormat = output_option(),
 ) -> None:
     from nmcm_deploy.compiler.cluster import compile_cluster, write_export
+    from nmcm_deploy.costs import planner
     from nmcm_deploy.manifest import load_manifest
 
     manifest = load_manifest(file)
     chosen = target or manifest.target
     if chosen not in ("sim", "qemu", "hardware"):
         raise NmcmError(f"unknown target {chosen!r}; choose sim, qemu or hardware")
-    cluster = compile_cluster(manifest, chosen)
+    cluster = compile_cluster(manifest, chosen, planner.resolve)
     write_export(cluster, out)
 
     rows = []

@@ -37,12 +37,14 @@ def status(
     clusters: list[tuple[str, dict[str, str] | None, str | None]] = []
     if file is not None:
         from nmcm_deploy.compiler.cluster import headers_without_torch
+        from nmcm_deploy.costs import planner
         from nmcm_deploy.manifest import load_manifest
 
         manifest = load_manifest(file)
         recorded = StateStore(manifest.name).load()
         target = recorded.target or manifest.target
-        clusters.append((manifest.name, headers_without_torch(manifest, target), target))
+        headers = headers_without_torch(manifest, target, planner.resolve)
+        clusters.append((manifest.name, headers, target))
     else:
         root = state_root()
         for path in sorted(root.glob("*/state.json")) if root.is_dir() else []:

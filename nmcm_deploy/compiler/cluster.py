@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,23 +54,31 @@ class ClusterPlan:
     stages: tuple[StagePlan, ...]
 
 
-def resolve_stages(manifest: Manifest, n_layers: int) -> list[tuple[str, int, int]]:
-    """The pipeline as (node, first layer, last layer). `stages: auto` on one node is the whole
-    model on it; on several nodes it needs the planner, which nmcm does not have yet."""
+Pipeline = Sequence[tuple[str, int, int]]  # (node, first layer, last layer), stage 0 first
+# Chooses the pipeline of a manifest's model: the manifest's stages, or for `stages: auto` the
+# stage planner's (nmcm_deploy/costs/planner.py ``resolve``, which the commands pass in).
+Resolver = Callable[["Manifest", ModelIR], Pipeline]
+
+
+def resolve_stages(manifest: Manifest, ir: ModelIR) -> Pipeline:
+    """The pipeline the manifest spells out: its stages, or `stages: auto` on one node (the whole
+    model there). Over several nodes `auto` needs the stage planner."""
     if not manifest.stages_auto:
         return [(s.node, s.first, s.last) for s in manifest.stages]
     if len(manifest.nodes) == 1:
-        return [(manifest.nodes[0].name, 0, n_layers - 1)]
+        return [(manifest.nodes[0].name, 0, len(ir.layers) - 1)]
     raise ModelError(
-        "`stages: auto` over several nodes needs the stage planner, which is not available yet",
+        "`stages: auto` over several nodes needs the stage planner here",
         where="spec.stages",
-        hint="list the stages: - {node: NAME, layers: [first, last]}",
     )
 
 
-def plan_cluster(manifest: Manifest, ir: ModelIR) -> ClusterPlan:
-    """Split ``ir`` by the manifest's stages and plan each stage's memory (compiler/fit.py)."""
-    return plan_pipeline(manifest, ir, resolve_stages(manifest, len(ir.layers)))
+def plan_cluster(
+    manifest: Manifest, ir: ModelIR, resolve: Resolver = resolve_stages
+) -> ClusterPlan:
+    """Split ``ir`` into the pipeline ``resolve`` chooses and plan each stage's memory
+    (compiler/fit.py)."""
+    return plan_pipeline(manifest, ir, resolve(manifest, ir))
 
 
 def plan_pipeline(
@@ -197,12 +205,14 @@ def render_header(
     )
 
 
-def headers_without_torch(manifest: Manifest, target: str) -> dict[str, str] | None:
+def headers_without_torch(
+    manifest: Manifest, target: str, resolve: Resolver = resolve_stages
+) -> dict[str, str] | None:
     """Each node's generated header for an inline-layer model, computed without torch (for
     `status`); None for factory models, whose structure only tracing can tell."""
     if manifest.model.source is not None:
         return None
-    plan = plan_cluster(manifest, manifest.model.ir())
+    plan = plan_cluster(manifest, manifest.model.ir(), resolve)
     return {
         stage.node.name: render_header(
             manifest,
@@ -215,12 +225,14 @@ def headers_without_torch(manifest: Manifest, target: str) -> dict[str, str] | N
     }
 
 
-def compile_cluster(manifest: Manifest, target: str) -> CompiledCluster:
+def compile_cluster(
+    manifest: Manifest, target: str, resolve: Resolver = resolve_stages
+) -> CompiledCluster:
     from nmcm_deploy.compiler.blob import write_blob
     from nmcm_deploy.compiler.frontend import stage_weights
 
     module, ir = build_model(manifest)
-    plan = plan_cluster(manifest, ir)
+    plan = plan_cluster(manifest, ir, resolve)
     state = module.state_dict()
     compiled = []
     names: dict[str, tuple[int, int]] = {}

@@ -274,6 +274,19 @@ def plan_stages(
     return Plan(tuple(ranked), unused, len(shortlist), every is not None)
 
 
+def resolve(manifest: Manifest, ir: ModelIR) -> Pipeline:
+    """The pipeline of the manifest's model: its stages as written, or for `stages: auto` the
+    planner's choice (compiler/cluster.py, ``Resolver``)."""
+    from nmcm_deploy.compiler.cluster import resolve_stages
+    from nmcm_deploy.datasets import sample_counts
+
+    if not manifest.stages_auto or len(manifest.nodes) == 1:
+        return tuple(resolve_stages(manifest, ir))
+    data = manifest.dataset
+    train, test = sample_counts(data.name, data.npz, data.test_fraction)
+    return plan_stages(manifest, ir, train, test).best.pipeline
+
+
 def _type_of(types: Sequence[NodeType], node: str) -> int:
     return next(t for t, k in enumerate(types) if any(n.name == node for n in k.nodes))
 

@@ -40,13 +40,14 @@ def content_problems(doc: LoadedYaml, manifest: Manifest) -> list[Problem]:
     model = manifest.model
     if model.source is not None or model.weights is not None:
         from nmcm_deploy.compiler.cluster import build_model, plan_cluster
+        from nmcm_deploy.costs import planner
 
         try:
             _, ir = build_model(manifest)
             plans: tuple[StagePlan, ...] = ()
             if model.source is not None:
                 _check_stage_ranges(manifest, ir.layers)
-                plans = plan_cluster(manifest, ir).stages
+                plans = plan_cluster(manifest, ir, planner.resolve).stages
         except ModelError as exc:
             # A manifest field where the error says one; else the model (tracing names fx nodes).
             field = exc.where if exc.where.startswith("spec.") else ""
@@ -68,6 +69,20 @@ def content_problems(doc: LoadedYaml, manifest: Manifest) -> list[Problem]:
                 ]
     else:
         ir = model.ir()
+        if manifest.stages_auto and len(manifest.nodes) > 1:
+            # The planner must find a split that fits, as apply will ask it to.
+            from nmcm_deploy.costs import planner
+            from nmcm_deploy.datasets import DatasetError
+
+            try:
+                planner.resolve(manifest, ir)
+            except DatasetError as exc:
+                return [_problem(doc, ("spec", "dataset", "npz"), exc.message)]
+            except ModelError as exc:
+                message = exc.message.removeprefix("spec.stages: ")
+                return [
+                    _problem(doc, "spec.stages", f"{message}; {exc.hint}" if exc.hint else message)
+                ]
     if manifest.dataset.npz is None:
         return []
     from nmcm_deploy.datasets import DatasetError, load_dataset  # numpy: only for npz data

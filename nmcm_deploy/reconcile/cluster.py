@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from nmcm_deploy.compiler.cluster import compile_cluster, write_export
+from nmcm_deploy.costs import planner
 from nmcm_deploy.errors import DeployError, NmcmError
 from nmcm_deploy.manifest import load_manifest
 from nmcm_deploy.manifest.model import SIM_NETWORKS, Manifest
@@ -74,7 +75,7 @@ def prepare(
     network = choose_sim_network(manifest, sim_network)
     if target != "sim":
         network = SIM_NETWORKS[0]  # only sim nodes have a choice
-    cluster = compile_cluster(manifest, target)
+    cluster = compile_cluster(manifest, target, planner.resolve)
     misfits = [s for s in cluster.stages if not s.plan.fit.fits]
     if misfits:
         s = misfits[0]
