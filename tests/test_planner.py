@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from pathlib import Path
 
 import pytest
 
 from nmcm_deploy.compiler.cluster import build_model, plan_pipeline
 from nmcm_deploy.costs import model, planner
-from nmcm_deploy.errors import ModelError
+from nmcm_deploy.errors import ManifestInvalid, ModelError
 from nmcm_deploy.manifest import load_manifest
 from tests.cluster_helpers import write_manifest
 
@@ -138,7 +139,9 @@ def test_a_model_that_fits_nowhere_names_its_layer(tmp_path: Path) -> None:
         layers=huge,
         input_shape=[64],
     )
-    manifest = load_manifest(path)
-    _, ir = build_model(manifest)
-    with pytest.raises(ModelError, match=r"layer 0 .* fits no node on its own: .*over by"):
-        planner.plan_stages(manifest, ir, TRAIN, TEST)
+    # validate asks the planner, as apply will: the manifest is refused where `stages` is.
+    with pytest.raises(ManifestInvalid) as refused:
+        load_manifest(path)
+    (problem,) = refused.value.problems
+    assert problem.location.path == "spec.stages"
+    assert re.search(r"layer 0 .* fits no node on its own: .*over by", problem.message)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 Pipeline = tuple[tuple[str, int, int], ...]  # (node, first layer, last layer), stage 0 first
 EXHAUSTIVE = 150  # splits: rank every one by the full model at or below this many
-SHORTLIST = 48  # candidates of the closed form ranked by the full model
+SHORTLIST = 32  # candidates of the closed form ranked by the full model
 
 
 @dataclass(frozen=True)
