@@ -92,6 +92,33 @@ class RunSummary:
     warnings: Sequence[str] = ()
     window: int = 1  # micro-batches in flight at most, as run
     micro_batches_run: Mapping[int, int] = field(default_factory=dict)  # count -> batches
+    # What the nodes' compute/comm/idle figures were measured with: "host clock" (sim), "qemu
+    # instructions" (one per nanosecond), "dwt cycles" (boards). wall_time_s is the host clock.
+    time_source: str = "host clock"
+    # The cost model's estimate for the same cluster (costs/model.py, Estimate.as_dict): time
+    # on the MCUs, per epoch.
+    modelled: Mapping[str, Any] | None = None
+
+    def modelled_run(self) -> dict[str, Any] | None:
+        """The model's figures for the whole run (its epochs), per node, labelled."""
+        if self.modelled is None:
+            return None
+        epochs = len(self.epochs)
+        return {
+            "source": "model",
+            "epoch_s": self.modelled["epoch_s"],
+            "step_s": self.modelled["step_s"],
+            "run_s": round(self.modelled["epoch_s"] * epochs, 6),
+            "nodes": [
+                {
+                    "name": n["name"],
+                    "compute_s": round(n["compute_s"] * epochs, 6),
+                    "comm_s": round(n["comm_s"] * epochs, 6),
+                    "idle_s": round(n["idle_s"] * epochs, 6),
+                }
+                for n in self.modelled["nodes"]
+            ],
+        }
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -109,7 +136,11 @@ class RunSummary:
             ],
             "epochs": [e.as_dict() for e in self.epochs],
             "wall_time_s": round(self.wall_time_s, 3),
+            # Every time figure says where it comes from: the wall time is the host's clock,
+            # the nodes' compute/comm/idle this source, "model" the cost model's.
+            "time_sources": {"wall_time_s": "host clock", "nodes": self.time_source},
             "nodes": [n.as_dict() for n in self.nodes],
+            "model": self.modelled_run(),
             "warnings": list(self.warnings),
         }
 
@@ -160,8 +191,8 @@ def report_markdown(summary: RunSummary) -> str:
     lines = [
         f"## nmcm: cluster `{summary.cluster}` ({summary.target})",
         "",
-        f"Trained {len(summary.epochs)} epoch(s) in {summary.wall_time_s:.1f} s, schedule "
-        f"`{summary.schedule}` with {summary.micro_batches} micro-batch(es) per batch.",
+        f"Trained {len(summary.epochs)} epoch(s) in {summary.wall_time_s:.1f} s (host clock), "
+        f"schedule `{summary.schedule}` with {summary.micro_batches} micro-batch(es) per batch.",
         "",
         *(f"> **Warning:** {w}\n" for w in summary.warnings),
         "| node | MCU | stage | layers | parameters | SRAM used / available "
@@ -175,6 +206,20 @@ def report_markdown(summary: RunSummary) -> str:
             f"| {n.flash_bytes:,} / {n.flash_capacity:,} ({_pct(n.flash_bytes, n.flash_capacity)}) "
             f"| {n.compute_s:.3f} | {n.comm_s:.3f} | {n.idle_s:.3f} | {n.bytes_sent:,} |"
         )
+    lines += [f"\nNode times above: {summary.time_source}; the wall time: host clock.", ""]
+    run = summary.modelled_run()
+    if run is not None:
+        lines += [
+            f"On the MCUs, the cost model puts this run at {run['run_s']:.2f} s "
+            f"({run['epoch_s']:.2f} s an epoch; source: model, docs/cost-model.md):",
+            "",
+            "| node | compute s (model) | comm s (model) | idle s (model) |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {n['name']} | {n['compute_s']:.3f} | {n['comm_s']:.3f} | {n['idle_s']:.3f} |"
+                for n in run["nodes"]
+            ),
+        ]
     lines += [
         "",
         "| epoch | loss | train accuracy | test accuracy | seconds |",

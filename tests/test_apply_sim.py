@@ -227,4 +227,17 @@ def test_metrics_say_what_ran_window_and_micro_batches(
         {"micro_batches": 3, "batches": 2},
         {"micro_batches": 4, "batches": 4},
     ]
+    # Every time figure says where it comes from, and the model's time on the MCUs for this
+    # very run (2 epochs) stands beside what the sim nodes measured.
+    assert metrics["time_sources"] == {"wall_time_s": "host clock", "nodes": "host clock"}
+    model = metrics["model"]
+    assert model["source"] == "model"
+    assert model["run_s"] == pytest.approx(2 * model["epoch_s"], abs=1e-6)  # to the microsecond
+    assert [n["name"] for n in model["nodes"]] == [n["name"] for n in metrics["nodes"]]
+    for n in model["nodes"]:
+        total = n["compute_s"] + n["comm_s"] + n["idle_s"]
+        assert total == pytest.approx(model["run_s"], abs=3e-6)  # three figures, each to 1 us
+    assert "host clock" in result.stdout and "[model]" in result.stdout
+    report = (out / "report.md").read_text()
+    assert "source: model" in report and "host clock" in report
     assert nmcm(state_dir, "down", manifest).code == 0

@@ -93,6 +93,7 @@ def apply(state: Path, manifest: Path, out: Path) -> dict[str, Any]:
     assert "instructions of the first training step" in result.stdout
     metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     assert metrics["target"] == "qemu"
+    assert metrics["time_sources"]["nodes"] == "qemu instructions"
     return metrics
 
 

@@ -154,8 +154,9 @@ def _train(prepared: Prepared, state: ClusterState, artifacts: Path, quiet: bool
 def print_summary(summary: RunSummary) -> None:
     hb = terminal.human_bytes
     terminal.table(
-        f"{summary.cluster}: trained in {summary.wall_time_s:.1f} s ({summary.target}, "
-        f"{summary.schedule}, {summary.micro_batches} micro-batch(es))",
+        f"{summary.cluster}: trained in {summary.wall_time_s:.1f} s [host clock] "
+        f"({summary.target}, {summary.schedule}, {summary.micro_batches} micro-batch(es)); "
+        f"node times [{summary.time_source}]",
         [
             "node",
             "MCU",
@@ -186,6 +187,17 @@ def print_summary(summary: RunSummary) -> None:
             for n in summary.nodes
         ],
     )
+    run = summary.modelled_run()
+    if run is not None:
+        terminal.table(
+            f"on the MCUs: {run['run_s']:.2f} s for this run, {run['epoch_s']:.2f} s an epoch "
+            "[model]",
+            ["node", "compute s", "comm s", "idle s"],
+            [
+                (n["name"], f"{n['compute_s']:.3f}", f"{n['comm_s']:.3f}", f"{n['idle_s']:.3f}")
+                for n in run["nodes"]
+            ],
+        )
     from nmcm_deploy.artifacts import INSTRUCTION_COLUMNS, instruction_rows
 
     rows = instruction_rows(summary)

@@ -16,6 +16,7 @@ from nmcm_deploy.compiler.blob import read_blob
 from nmcm_deploy.coordinator.job import EpochResult, JobConfig, JobResult, TrainingJob
 from nmcm_deploy.coordinator.link import NodeFailed, NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
+from nmcm_deploy.errors import NmcmError
 from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
 from nmcm_deploy.reconcile.state import ClusterState, JobState
 from nmcm_deploy.targets import qemu
@@ -112,7 +113,8 @@ def run_job(
             data.x_train, data.y_train, data.x_test, data.y_test, batches, on_epoch=on_epoch
         )
         state_dict = pull_state_dict(prepared, job)
-        summary = _summary(prepared, result, logs, marks)
+        modelled = _modelled(prepared, len(data.x_train), len(data.x_test))
+        summary = _summary(prepared, result, logs, marks, modelled)
         write_artifacts(summary, state_dict, out)
     except BaseException as exc:
         state.job.status = "failed"
@@ -155,8 +157,31 @@ def _blame(prepared: Prepared, state: ClusterState, failure: NodeFailed) -> Node
     return failure
 
 
+# What the nodes' own counters measure, by target (the figures of STATUS and the job's timing).
+TIME_SOURCES = {"sim": "host clock", "qemu": "qemu instructions", "hardware": "dwt cycles"}
+
+
+def _modelled(prepared: Prepared, train: int, test: int) -> dict[str, Any] | str:
+    """The cost model's epoch for this cluster (costs/model.py), for beside what the run
+    measures; or, when the model cannot say, why (for the run's warnings)."""
+    from nmcm_deploy.compiler.cluster import ClusterPlan
+    from nmcm_deploy.costs import model
+
+    cluster = prepared.cluster
+    plan = ClusterPlan(cluster.ir, tuple(s.plan for s in cluster.stages))
+    try:
+        estimate = model.estimate(plan, prepared.manifest.training, train, test)
+    except NmcmError as exc:
+        return f"no modelled time on the MCUs: {exc.message}"
+    return estimate.as_dict()
+
+
 def _summary(
-    prepared: Prepared, result: JobResult, logs: dict[str, Path], marks: dict[str, int]
+    prepared: Prepared,
+    result: JobResult,
+    logs: dict[str, Path],
+    marks: dict[str, int],
+    modelled: dict[str, Any] | str | None = None,
 ) -> RunSummary:
     """What the run measured, per node and epoch, with the instructions QEMU nodes logged."""
     manifest = prepared.manifest
@@ -201,9 +226,11 @@ def _summary(
         ],
         wall_time_s=result.wall_time_s,
         nodes=nodes,
-        warnings=tuple(result.warnings),
+        warnings=(*result.warnings, *([modelled] if isinstance(modelled, str) else [])),
         window=result.window,
         micro_batches_run=dict(result.micro_batches_run),
+        time_source=TIME_SOURCES[prepared.target],
+        modelled=modelled if isinstance(modelled, dict) else None,
     )
 
 
