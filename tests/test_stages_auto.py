@@ -55,6 +55,12 @@ def test_validate_estimate_and_export_use_the_planners_split(tmp_path: Path) -> 
     assert export.code == 0, export.output
     stages = json.loads(export.stdout)["stages"]
     assert [(s["node"], *s["layers"]) for s in stages] == [tuple(s) for s in chosen]
+    planned = nmcm(state, "plan", manifest, "-o", "json")
+    assert planned.code == 0, planned.output
+    doc = json.loads(planned.stdout)
+    assert doc["stages_auto"] is True and doc["unused_nodes"] == []
+    assert [(s["node"], *s["layers"]) for s in doc["stages"]] == [tuple(s) for s in chosen]
+    assert "the planner's split is" in nmcm(state, "plan", manifest).stdout
 
 
 def test_validate_names_a_model_the_planner_cannot_place(tmp_path: Path) -> None:

@@ -45,15 +45,32 @@ def plan(
 
     prepared = prepare(file, target, sim_network=sim_network)
     _, _, changes = plan_changes(prepared)
+    stages = [
+        {"node": s.plan.node.name, "layers": [s.plan.first, s.plan.last]}
+        for s in prepared.cluster.stages
+    ]
+    used = {s["node"] for s in stages}
+    unused = [n.name for n in prepared.manifest.nodes if n.name not in used]
+    auto = prepared.manifest.stages_auto
     if output is OutputFormat.json:
         terminal.emit_json(
             {
                 "cluster": prepared.cluster.name,
                 "target": prepared.target,
+                "stages": stages,
+                "stages_auto": auto,
+                "unused_nodes": unused,
                 "changes": [c.as_dict() for c in changes],
             }
         )
     else:
+        if auto:
+            chosen = " -> ".join(f"{s['node']} [{s['layers'][0]}-{s['layers'][1]}]" for s in stages)
+            note = f"; unused: {', '.join(unused)}" if unused else ""
+            terminal.line(
+                f"stages: auto: the planner's split is {chosen}{note} "
+                "(`nmcm estimate` explains the choice)"
+            )
         print_plan(prepared.cluster.name, prepared.target, changes)
     terminal.step_summary(plan_markdown(prepared.cluster.name, prepared.target, changes))
     if changes and detailed_exitcode:
