@@ -22,6 +22,7 @@ from nmcm_deploy.cli import (
     plan,
     probes,
     status,
+    study,
     validate,
 )
 from nmcm_deploy.errors import (
@@ -69,6 +70,7 @@ validate.register(app)
 export.register(app)
 estimate.register(app)
 calibrate.register(app)
+study.register(app)
 build.register(app)
 plan.register(app)
 apply.register(app)

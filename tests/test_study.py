@@ -1,0 +1,105 @@
+"""`nmcm study`: every sequence of MCU types with every split in that order, the best of each, the
+files it writes, and a model that only fits when split."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+
+from tests.cluster_helpers import write_manifest
+from tests.conftest import ROOT, run_nmcm
+from tests.test_planner import WIDE_CNN
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_covers_every_sequence_and_split(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    result = run_nmcm(
+        "study",
+        ROOT / "manifests" / "quickstart.yaml",
+        "--max-nodes",
+        "2",
+        "--out",
+        out,
+        "-o",
+        "json",
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 0, result.output
+    doc = json.loads(result.stdout)
+    mcus = ["stm32f413zh", "stm32h7a3zi"]
+    sequences = [c["mcus"] for c in doc["configurations"]]
+    assert sequences == [[a] for a in mcus] + [[a, b] for a in mcus for b in mcus]
+    for c in doc["configurations"]:
+        assert len(c["splits"]) == comb(6 - 1, len(c["mcus"]) - 1)  # six layers, every cut
+        epochs = [s["epoch_s"] for s in c["splits"] if s["fits"]]
+        assert all(s["epoch_s"] is None for s in c["splits"] if not s["fits"])
+        assert c["best"]["epoch_s"] == min(epochs)
+        for s in c["splits"]:
+            assert [st["mcu"] for st in s["stages"]] == c["mcus"]  # in the sequence's order
+    assert json.loads((out / "study.json").read_text())["configurations"] == doc["configurations"]
+    for plot in ("epoch.png", "memory.png"):
+        assert (out / plot).read_bytes().startswith(PNG)
+    report = (out / "report.md").read_text()
+    assert report.count("\n| ") == 1 + len(sequences)  # the header and one row each
+
+
+def test_a_model_too_big_for_one_f413_fits_split(tmp_path: Path) -> None:
+    manifest = write_manifest(
+        tmp_path, name="wide", stages=[("f413", 0, 7)], layers=WIDE_CNN, micro_batches=4
+    )
+    result = run_nmcm(
+        "study",
+        manifest,
+        "--mcus",
+        "stm32f413zh",
+        "--max-nodes",
+        "2",
+        "--out",
+        tmp_path / "s",
+        "-o",
+        "json",
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 1  # validate already refuses the manifest's own single-F413 stage
+    manifest = write_manifest(
+        tmp_path,
+        name="wide2",
+        stages=[("f413", 0, 4), ("f413b", 5, 7)],
+        layers=WIDE_CNN,
+        micro_batches=4,
+    )
+    result = run_nmcm(
+        "study",
+        manifest,
+        "--mcus",
+        "stm32f413zh",
+        "--max-nodes",
+        "2",
+        "--out",
+        tmp_path / "s",
+        "-o",
+        "json",
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 0, result.output
+    single, pair = json.loads(result.stdout)["configurations"]
+    assert single["best"] is None and not single["splits"][0]["fits"]
+    assert pair["best"] is not None and pair["best"]["epoch_s"] > 0
+
+
+def test_an_unknown_mcu_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_nmcm(
+        "study",
+        ROOT / "manifests" / "quickstart.yaml",
+        "--mcus",
+        "stm32f999",
+        "--out",
+        tmp_path / "s",
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 1
+    assert "unknown MCU 'stm32f999'" in result.output
+    assert "Traceback" not in result.output
