@@ -9,7 +9,7 @@ HOST_BUILD := build/host
 JOBS ?= 2
 
 .PHONY: help setup system-packages demo test test-python test-firmware lint format bench \
-	firmware-arm calibrate clean
+	firmware-arm calibrate study clean
 
 help:
 	@echo "make demo    set up, then train the quick-start cluster and print its summary"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   run the benchmarks under bench/"
 	@echo "make firmware-arm  cross-build the ARM ports for the four targets"
 	@echo "make calibrate  re-fit the shipped cost model weights under QEMU (after a kernel change)"
+	@echo "make study  regenerate docs/study.md: the permutation study of the three example models"
 
 system-packages:
 	@.ci/system-packages.sh
@@ -75,6 +76,16 @@ bench: setup
 # The cost model's shipped weights, measured on the kernels as they are (docs/cost-model.md).
 calibrate: setup
 	$(NMCM) calibrate --target qemu --out nmcm_deploy/profiles/costs
+
+# The permutation study of the digits MLP, the digits CNN and the wide CNN that fits no single F413
+# (docs/study.md, with each study's data and plots in docs/study/<example>/).
+STUDY_EXAMPLES = digits-mlp-f413-h7a3 digits-cnn-f413-h7a3 digits-widecnn-f413-f413
+study: setup
+	@for m in $(STUDY_EXAMPLES); do \
+	  $(NMCM) study manifests/examples/$$m.yaml --max-nodes 3 --out docs/study/$$m -o json \
+	    > /dev/null || exit 1; \
+	done
+	$(PY) -m nmcm_deploy.costs.study_doc $(STUDY_EXAMPLES) > docs/study.md
 
 # Cross builds of the ARM ports (smoke firmware, core, net, W5500 driver) for the four targets.
 firmware-arm: setup

@@ -28,6 +28,8 @@ from elftools.elf.sections import SymbolTableSection
 
 from nmcm_deploy import profiles
 from nmcm_deploy.build.elfsize import elf_sizes, measure
+from nmcm_deploy.compiler.cluster import build_model
+from nmcm_deploy.costs import planner
 from nmcm_deploy.manifest import load_manifest
 from nmcm_deploy.profiles import MemoryRegion
 from tests.conftest import MANIFESTS, QUICKSTART, ROOT, Result, run_nmcm
@@ -112,10 +114,10 @@ def manifest_ids() -> list[str]:
 
 
 def stage_nodes(manifest: Path) -> list[str]:
+    """The nodes of the pipeline in order: the manifest's stages, or the planner's for auto."""
     loaded = load_manifest(manifest)
-    if loaded.stages_auto:
-        return [loaded.nodes[0].name]
-    return [s.node for s in loaded.stages]
+    _, ir = build_model(loaded)
+    return [node for node, _, _ in planner.resolve(loaded, ir)]
 
 
 def node_folder(state: Path, build: HardwareBuild, node: str) -> Path:

@@ -7,6 +7,7 @@ import json
 from math import comb
 from pathlib import Path
 
+from nmcm_deploy.costs import study_doc
 from tests.cluster_helpers import write_manifest
 from tests.conftest import ROOT, run_nmcm
 from tests.test_planner import WIDE_CNN
@@ -44,6 +45,10 @@ def test_study_covers_every_sequence_and_split(tmp_path: Path) -> None:
         assert (out / plot).read_bytes().startswith(PNG)
     report = (out / "report.md").read_text()
     assert report.count("\n| ") == 1 + len(sequences)  # the header and one row each
+    # docs/study.md's section of it: one row per configuration, fastest first.
+    rows = [line for line in study_doc.section("study", tmp_path) if line.startswith("| ")][1:]
+    times = [float(row.split(" | ")[2]) for row in rows]
+    assert len(rows) == len(sequences) and times == sorted(times)
 
 
 def test_a_model_too_big_for_one_f413_fits_split(tmp_path: Path) -> None:
