@@ -145,3 +145,37 @@ def test_a_model_that_fits_nowhere_names_its_layer(tmp_path: Path) -> None:
     (problem,) = refused.value.problems
     assert problem.location.path == "spec.stages"
     assert re.search(r"layer 0 .* fits no node on its own: .*over by", problem.message)
+
+
+def test_a_layer_too_big_at_this_batch_says_which_batch_would_fit(tmp_path: Path) -> None:
+    """The error's suggestion is checked: at the batch size it names, the model fits."""
+    layers = [
+        {"type": "conv2d", "out_channels": 64, "kernel_size": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel_size": 2},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 10},
+        {"type": "softmax"},
+    ]
+
+    def manifest(batch: int) -> Path:
+        return write_manifest(
+            tmp_path,
+            name=f"batch{batch}",
+            stages=[("f413", 0, 0), ("f413b", 0, 0)],
+            stages_auto=True,
+            layers=layers,
+            batch_size=batch,
+            micro_batches=4,
+        )
+
+    with pytest.raises(ManifestInvalid) as refused:
+        load_manifest(manifest(16))
+    (problem,) = refused.value.problems
+    found = re.search(r"at batch_size (\d+) or less .* the model fits these nodes", problem.message)
+    assert found, problem.message
+    batch = int(found.group(1))
+    assert 1 <= batch < 16
+    loaded = load_manifest(manifest(batch))  # validate (and so the planner) accepts it now
+    _, ir = build_model(loaded)
+    assert planner.resolve(loaded, ir)

@@ -294,7 +294,17 @@ def _type_of(types: Sequence[NodeType], node: str) -> int:
 def _nothing_fits(
     manifest: Manifest, ir: ModelIR, ranges: _Ranges, types: Sequence[NodeType]
 ) -> ModelError:
-    """Which layer fits no node at all, and by how much, with what would help."""
+    """Which layer fits no node at all, and by how much, and the largest batch at which the
+    planner could place the model on these nodes."""
+    batch = _largest_placeable_batch(manifest, ir, types)
+    if batch:
+        micro = min(manifest.training.micro_batches, batch)
+        hint = (
+            f"at batch_size {batch} or less (micro_batches {micro}) the model fits these "
+            "nodes; else add nodes, use smaller layers or MCUs with more memory"
+        )
+    else:
+        hint = "no batch size fits these nodes: add nodes, use smaller layers or bigger MCUs"
     for i, layer in enumerate(ir.layers):
         if not any(ranges.fits[i, i, t] for t in range(len(types))):
             where = "; ".join(
@@ -303,14 +313,49 @@ def _nothing_fits(
             return ModelError(
                 f"layer {i} ({layer.describe()}) fits no node on its own: {where}",
                 where="spec.stages",
-                hint="use fewer micro-batches' worth of samples (a smaller batch or more "
-                "micro-batches), a smaller layer, or an MCU with more memory",
+                hint=hint,
             )
     return ModelError(
         f"the {len(ir.layers)} layers do not fit on the {len(manifest.nodes)} node(s) together",
         where="spec.stages",
-        hint="add nodes, or use a smaller batch or more micro-batches",
+        hint=hint,
     )
+
+
+def _fits_only(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType], batch: int) -> _Ranges:
+    """Which layer ranges fit which node type at ``batch`` samples a batch (no times)."""
+    training = manifest.training
+    count = len(ir.layers)
+    out = _Ranges({}, {}, {})
+    for t, kind in enumerate(types):
+        for i in range(count):
+            for j in range(i, count):
+                first, last = i == 0, j == count - 1
+                fit = stage_fit(
+                    ir,
+                    i,
+                    j,
+                    kind.mcu,
+                    batch_size=batch,
+                    micro_batches=min(training.micro_batches, batch),
+                    momentum=keeps_momentum(training.optimizer.momentum),
+                    schedule=training.schedule,
+                    stage_index=0 if first else 1,
+                    stage_count=1 if first and last else (3 if not first and not last else 2),
+                )
+                out.fits[i, j, t] = fit.fits
+    return out
+
+
+def _largest_placeable_batch(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType]) -> int:
+    """The largest batch size below the manifest's at which some split of the model over these
+    nodes fits every stage; 0 if none does."""
+    for batch in range(manifest.training.batch_size - 1, 0, -1):
+        fits = _fits_only(manifest, ir, types, batch)
+        found = all_splits(fits, types, len(ir.layers), 1)
+        if found is None or found:  # None: more than one split fits
+            return batch
+    return 0
 
 
 def splits(layers: int, nodes: int) -> Iterator[tuple[tuple[int, int], ...]]:
