@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,3 +65,25 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
             if node.get("pid"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(node["pid"], signal.SIGKILL)
+
+
+# What the ARM builds and QEMU runs need; `make setup` installs them, so a missing one is a
+# broken setup: the tests fail (not skip) with the reason.
+ARM_TOOLS = ("qemu-system-arm", "arm-none-eabi-gcc", "cmake", "timeout")
+
+
+def require_tools(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: `make setup` installs it", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def arm_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A state folder of the module's own (build caches included) for tests that build ARM
+    images and run them under QEMU, set as NMCM_STATE_DIR while the module runs."""
+    require_tools(*ARM_TOOLS)
+    root = tmp_path_factory.mktemp("arm-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NMCM_STATE_DIR", str(root))
+        yield root

@@ -3,19 +3,16 @@ the shipped weights (a kernel changed without `make calibrate` fails here)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from nmcm_deploy.costs import coefficients as coef
-from tests.conftest import run_nmcm
+from tests.conftest import ARM_TOOLS, require_tools, run_nmcm
 
 
 def test_calibration_reproduces_the_shipped_weights(tmp_path: Path) -> None:
-    for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "cmake"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: `make setup` installs it", pytrace=False)
+    require_tools(*ARM_TOOLS)
     env = {"NMCM_STATE_DIR": str(tmp_path / "state")}
     result = run_nmcm("calibrate", "--target", "qemu", "--core", "cortex-m4", env=env)
     assert result.code == 0, result.output

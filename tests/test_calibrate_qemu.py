@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +50,8 @@ STRIDED = [
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "cmake", "timeout"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: `make setup` installs it", pytrace=False)
-    root = tmp_path_factory.mktemp("calibrate-state")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NMCM_STATE_DIR", str(root))
-        yield root
+def state(arm_state: Path) -> Path:
+    return arm_state
 
 
 def suite() -> list[cal.SuiteEntry]:

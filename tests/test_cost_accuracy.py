@@ -8,8 +8,6 @@ spread QEMU itself shows for one shape under different data, measured here too."
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +23,8 @@ STEP_BOUND = 0.05
 LAYER_BOUND = 0.10
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "cmake", "timeout"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: `make setup` installs it", pytrace=False)
-    root = tmp_path_factory.mktemp("cost-accuracy-state")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NMCM_STATE_DIR", str(root))
-        yield root
-
-
 @pytest.fixture(scope="module", params=cal.CORES)
-def measured(request: pytest.FixtureRequest, state: Path) -> cal.Calibration:
+def measured(request: pytest.FixtureRequest, arm_state: Path) -> cal.Calibration:
     return cal.measure(calibrate.check_suite(), request.param)
 
 

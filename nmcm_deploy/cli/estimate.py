@@ -34,25 +34,19 @@ def estimate(
 ) -> None:
     from nmcm_deploy.compiler.cluster import build_model, plan_cluster
     from nmcm_deploy.costs import model, planner
-    from nmcm_deploy.datasets import load_dataset
+    from nmcm_deploy.datasets import sample_counts
     from nmcm_deploy.errors import ModelError
     from nmcm_deploy.manifest import load_manifest
 
     manifest = load_manifest(file)
     _, ir = build_model(manifest)
     plan = plan_cluster(manifest, ir, planner.resolve)
-    data = load_dataset(
-        name=manifest.dataset.name,
-        npz=manifest.dataset.npz,
-        input_shape=tuple(manifest.model.input),
-        test_fraction=manifest.dataset.test_fraction,
-        shuffle=manifest.training.shuffle,
-        seed=manifest.training.seed,
-    )
-    result = model.estimate(plan, manifest.training, len(data.x_train), len(data.x_test))
+    data = manifest.dataset
+    train, test = sample_counts(data.name, data.npz, data.test_fraction)
+    result = model.estimate(plan, manifest.training, train, test)
     misfits = [s for s in plan.stages if not s.fit.fits]
     try:
-        best = planner.plan_stages(manifest, ir, len(data.x_train), len(data.x_test))
+        best = planner.plan_stages(manifest, ir, train, test)
     except ModelError:
         best = None  # nothing fits these nodes: the misfits below say where
 
@@ -72,7 +66,7 @@ def estimate(
         terminal.line(
             f"{manifest.name}: {result.schedule} schedule, {result.micro_batches} micro-batch(es); "
             f"a training step {result.step_s:.3f} s, an epoch {result.epoch_s:.2f} s "
-            f"({len(data.x_train)} training + {len(data.x_test)} test samples) [model]"
+            f"({train} training + {test} test samples) [model]"
         )
         terminal.table(
             "per node, per epoch [model]",
