@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nmcm_deploy.compiler.fit import keeps_momentum, micro_batch_size, stage_fit
+from nmcm_deploy.compiler.fit import StageFit, keeps_momentum, micro_batch_size, stage_fit
 from nmcm_deploy.compiler.ir import LayerKind, ModelIR
 from nmcm_deploy.costs import model
 from nmcm_deploy.costs.features import loss_kernel
@@ -106,21 +106,7 @@ def _ranges(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType]) -> _Rang
         for i in range(count):
             for j in range(i, count):
                 first, last = i == 0, j == count - 1
-                # plan_stage tells the first and the last stage by index and count.
-                index = 0 if first else 1
-                stages = 1 if first and last else (3 if not first and not last else 2)
-                fit = stage_fit(
-                    ir,
-                    i,
-                    j,
-                    kind.mcu,
-                    batch_size=training.batch_size,
-                    micro_batches=training.micro_batches,
-                    momentum=momentum,
-                    schedule=training.schedule,
-                    stage_index=index,
-                    stage_count=stages,
-                )
+                fit = _range_fit(manifest, ir, i, j, kind, training.batch_size)
                 out.fits[i, j, t] = fit.fits
                 out.shortfall[i, j, t] = fit.shortfall()
                 if not fit.fits:
@@ -140,6 +126,29 @@ def _ranges(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType]) -> _Rang
                     comm += link.send_s(inputs)
                 out.time[i, j, t] = compute + comm
     return out
+
+
+def _range_fit(
+    manifest: Manifest, ir: ModelIR, first: int, last: int, kind: NodeType, batch: int
+) -> StageFit:
+    """Whether layers first..last fit a node of ``kind`` as a stage, at ``batch`` samples a batch
+    (the manifest's micro-batches, at most one per sample)."""
+    training = manifest.training
+    count = len(ir.layers)
+    is_first, is_last = first == 0, last == count - 1
+    # plan_stage tells the first and the last stage by index and count.
+    return stage_fit(
+        ir,
+        first,
+        last,
+        kind.mcu,
+        batch_size=batch,
+        micro_batches=min(training.micro_batches, batch),
+        momentum=keeps_momentum(training.optimizer.momentum),
+        schedule=training.schedule,
+        stage_index=0 if is_first else 1,
+        stage_count=1 if is_first and is_last else (2 if is_first or is_last else 3),
+    )
 
 
 Stages = tuple[tuple[int, int, int], ...]  # (first layer, last layer, node type), stage 0 first
@@ -324,26 +333,12 @@ def _nothing_fits(
 
 def _fits_only(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType], batch: int) -> _Ranges:
     """Which layer ranges fit which node type at ``batch`` samples a batch (no times)."""
-    training = manifest.training
     count = len(ir.layers)
     out = _Ranges({}, {}, {})
     for t, kind in enumerate(types):
         for i in range(count):
             for j in range(i, count):
-                first, last = i == 0, j == count - 1
-                fit = stage_fit(
-                    ir,
-                    i,
-                    j,
-                    kind.mcu,
-                    batch_size=batch,
-                    micro_batches=min(training.micro_batches, batch),
-                    momentum=keeps_momentum(training.optimizer.momentum),
-                    schedule=training.schedule,
-                    stage_index=0 if first else 1,
-                    stage_count=1 if first and last else (3 if not first and not last else 2),
-                )
-                out.fits[i, j, t] = fit.fits
+                out.fits[i, j, t] = _range_fit(manifest, ir, i, j, kind, batch).fits
     return out
 
 
