@@ -204,26 +204,28 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "manifests").rglob("*.y
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_validate_predicts_what_export_plans(path: Path) -> None:
     """validate's fit check and the export's plan (compiler/cluster.py) give the same figures."""
-    cluster = pytest.importorskip("nmcm_deploy.compiler.cluster")
+    from nmcm_deploy.compiler import cluster
+    from nmcm_deploy.costs import planner
+
     manifest = load_manifest(path)
-    if not manifest.model.inline or manifest.stages_auto:
-        pytest.skip("fit is checked for inline models with explicit stages")
-    ir = manifest.model.ir()
-    planned = cluster.plan_cluster(manifest, ir).stages
+    _, ir = cluster.build_model(manifest)
+    # `stages: auto` over several nodes: the planner's stages, which validate checks through it.
+    pipeline = planner.resolve(manifest, ir)
+    planned = cluster.plan_cluster(manifest, ir, planner.resolve).stages
     t = manifest.training
-    for index, stage in enumerate(manifest.stages):
-        mcu = profiles.mcu(manifest.node(stage.node).mcu)
+    for index, (node, first, last) in enumerate(pipeline):
+        mcu = profiles.mcu(manifest.node(node).mcu)
         fit = stage_fit(
             ir,
-            stage.first,
-            stage.last,
+            first,
+            last,
             mcu,
             batch_size=t.batch_size,
             micro_batches=t.micro_batches,
             momentum=t.optimizer.momentum > 0,
             schedule=t.schedule,
             stage_index=index,
-            stage_count=len(manifest.stages),
+            stage_count=len(pipeline),
         )
         assert (fit.sram_bytes, fit.flash_bytes) == (
             planned[index].fit.sram_bytes,
