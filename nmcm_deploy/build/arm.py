@@ -172,10 +172,47 @@ def _sizes(elf: Path, mcu_name: str) -> ElfSizes:
     return elf_sizes(elf, mcu_profile(mcu_name))
 
 
-def _tools() -> None:
+def require_tools() -> None:
+    """CMake and the ARM compiler are there, else a BuildError that says how to get them."""
     for tool, package in (("cmake", "cmake"), (ARM_GCC, "gcc-arm-none-eabi")):
         if shutil.which(tool) is None:
             raise BuildError(f"{tool} is not installed ({package})", hint="run `make setup`")
+
+
+def configure_and_build(
+    tree: Path,
+    mcu_name: str,
+    board: str,
+    defines: Mapping[str, str],
+    target: str,
+    what: str,
+    log: Path,
+    lock: int | None,
+) -> None:
+    """Configure ``tree`` (firmware/arm with the toolchain file, for NMCM_MCU ``mcu_name`` on
+    ``board``, with ``defines``) and build ``target`` in it; ``what`` names the build in
+    progress and errors, whose output goes to ``log``. The caller holds ``lock`` on the tree."""
+    root = firmware_dir()
+    configure = [
+        "cmake",
+        "-S",
+        str(root / "arm"),
+        "-B",
+        str(tree),
+        f"-DCMAKE_TOOLCHAIN_FILE={root / TOOLCHAIN_FILE}",
+        f"-DNMCM_MCU={mcu_name}",
+        f"-DNMCM_BOARD={board}",
+        *(f"-D{k}={v}" for k, v in defines.items()),
+    ]
+    if not (tree / "CMakeCache.txt").is_file() and shutil.which("ninja"):
+        configure += ["-G", "Ninja"]
+    run_step(configure, f"configuring the {mcu_name} build of {what}", log, lock)
+    run_step(
+        ["cmake", "--build", str(tree), "--target", target, f"-j{JOBS}"],
+        f"building {what} ({mcu_name})",
+        log,
+        lock,
+    )
 
 
 def _image(
@@ -225,38 +262,22 @@ def build_arm_node(
     if all(p.is_file() for p in files.values()):
         return _image(key, app, mcu, board, files, rebuilt=False)
 
-    _tools()
-    root = firmware_dir()
+    require_tools()
     overrides = w5500_overrides(w5500)
     tree = build_tree(mcu, board, overrides, app)
     log = out / "build.log"
-    configure = [
-        "cmake",
-        "-S",
-        str(root / "arm"),
-        "-B",
-        str(tree),
-        f"-DCMAKE_TOOLCHAIN_FILE={root / TOOLCHAIN_FILE}",
-        f"-DNMCM_MCU={mcu}",
-        f"-DNMCM_BOARD={board}",
-        f"-DNMCM_NODE_CONFIG_DIR={config_dir.resolve()}",
-        f"-DNMCM_FIRMWARE_HASH={key[:32]}",
-        *(f"-D{k}={v}" for k, v in sorted(overrides.items())),
-    ]
+    defines = {
+        "NMCM_NODE_CONFIG_DIR": str(config_dir.resolve()),
+        "NMCM_FIRMWARE_HASH": key[:32],
+        **dict(sorted(overrides.items())),
+    }
     with build_lock(tree) as lock:
         if all(p.is_file() for p in files.values()):  # another nmcm built it while we waited
             return _image(key, app, mcu, board, files, rebuilt=False)
-        if not (tree / "CMakeCache.txt").is_file() and shutil.which("ninja"):
-            configure += ["-G", "Ninja"]
         out.mkdir(parents=True, exist_ok=True)
         log.write_text(f"# {app} for {mcu} ({board}) from {config_dir}\n")
-        run_step(configure, f"configuring the {mcu} build of {config_dir.name}", log, lock)
-        run_step(
-            ["cmake", "--build", str(tree), "--target", spec.target, f"-j{JOBS}"],
-            f"building {app} for {config_dir.name} ({mcu})",
-            log,
-            lock,
-        )
+        what = f"{app} for {config_dir.name}"
+        configure_and_build(tree, mcu, board, defines, spec.target, what, log, lock)
         built = tree / spec.directory / spec.target
         # The ELF last: its presence is what makes the cache entry complete.
         for ext in ("map", "bin", "hex", "elf"):

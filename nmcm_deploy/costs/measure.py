@@ -37,13 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-from nmcm_deploy.build.arm import ARM_GCC, QEMU_FLASH, QEMU_SRAM, TOOLCHAIN_FILE, build_tree
-from nmcm_deploy.build.arm import JOBS as BUILD_JOBS
+from nmcm_deploy.build.arm import (
+    ARM_GCC,
+    QEMU_FLASH,
+    QEMU_SRAM,
+    build_tree,
+    configure_and_build,
+    require_tools,
+)
 from nmcm_deploy.build.arm import cache_dir as build_cache_dir
 from nmcm_deploy.build.elfsize import ElfSizes
 from nmcm_deploy.build.elfsize import measure as measure_elf
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
-from nmcm_deploy.build.steps import build_lock, run_step
+from nmcm_deploy.build.steps import build_lock
 from nmcm_deploy.compiler.fit import keeps_momentum
 from nmcm_deploy.compiler.ir import Layer, ModelIR, numel
 from nmcm_deploy.compiler.memory import plan_stage
@@ -430,10 +436,7 @@ def build_image(suite: Path, core: str) -> CalibrationImage:
     if elf.is_file():
         return _image(key, core, machine, elf, rebuilt=False)
 
-    for tool, package in (("cmake", "cmake"), (ARM_GCC, "gcc-arm-none-eabi")):
-        if shutil.which(tool) is None:
-            raise BuildError(f"{tool} is not installed ({package})", hint="run `make setup`")
-    root = firmware_dir()
+    require_tools()
     tree = build_tree(machine, BOARD, {}, APP)
     with build_lock(tree) as lock:
         if elf.is_file():  # built by another process while this one waited
@@ -443,25 +446,10 @@ def build_image(suite: Path, core: str) -> CalibrationImage:
         atomic_write(out / HEADER_NAME, header_data)
         log = out / "build.log"
         log.write_text(f"# {APP} for {core} ({machine}) from {suite}\n")
-        configure = [
-            "cmake",
-            "-S",
-            str(root / "arm"),
-            "-B",
-            str(tree),
-            f"-DCMAKE_TOOLCHAIN_FILE={root / TOOLCHAIN_FILE}",
-            f"-DNMCM_MCU={machine}",
-            f"-DNMCM_BOARD={BOARD}",
-            f"-DNMCM_CALIBRATION_SUITE={(out / SUITE_NAME).resolve()}",
-        ]
-        if not (tree / "CMakeCache.txt").is_file() and shutil.which("ninja"):
-            configure += ["-G", "Ninja"]
-        run_step(configure, f"configuring the {machine} calibration build", log, lock)
-        run_step(
-            ["cmake", "--build", str(tree), "--target", TARGET, f"-j{BUILD_JOBS}"],
-            f"building the calibration image for {core} ({machine})",
-            log,
-            lock,
+        suite_path = str((out / SUITE_NAME).resolve())
+        what = f"the calibration image for {core}"
+        configure_and_build(
+            tree, machine, BOARD, {"NMCM_CALIBRATION_SUITE": suite_path}, TARGET, what, log, lock
         )
         built = tree / "apps" / APP / TARGET
         # The ELF last: its presence is what makes the cache entry complete.
