@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nmcm_deploy.costs import study_doc
 from tests.cluster_helpers import write_manifest
-from tests.conftest import ROOT, run_nmcm
+from tests.conftest import ROOT, Result, run_nmcm
 from tests.test_planner import WIDE_CNN
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -52,43 +52,27 @@ def test_study_covers_every_sequence_and_split(tmp_path: Path) -> None:
 
 
 def test_a_model_too_big_for_one_f413_fits_split(tmp_path: Path) -> None:
-    manifest = write_manifest(
+    def study_f413s(manifest: Path) -> Result:
+        return run_nmcm(
+            "study",
+            manifest,
+            *("--mcus", "stm32f413zh", "--max-nodes", "2", "--out", tmp_path / "s", "-o", "json"),
+            env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+        )
+
+    single_node = write_manifest(
         tmp_path, name="wide", stages=[("f413", 0, 7)], layers=WIDE_CNN, micro_batches=4
     )
-    result = run_nmcm(
-        "study",
-        manifest,
-        "--mcus",
-        "stm32f413zh",
-        "--max-nodes",
-        "2",
-        "--out",
-        tmp_path / "s",
-        "-o",
-        "json",
-        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
-    )
-    assert result.code == 1  # validate already refuses the manifest's own single-F413 stage
-    manifest = write_manifest(
+    # validate already refuses the manifest's own single-F413 stage
+    assert study_f413s(single_node).code == 1
+    split = write_manifest(
         tmp_path,
         name="wide2",
         stages=[("f413", 0, 4), ("f413b", 5, 7)],
         layers=WIDE_CNN,
         micro_batches=4,
     )
-    result = run_nmcm(
-        "study",
-        manifest,
-        "--mcus",
-        "stm32f413zh",
-        "--max-nodes",
-        "2",
-        "--out",
-        tmp_path / "s",
-        "-o",
-        "json",
-        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
-    )
+    result = study_f413s(split)
     assert result.code == 0, result.output
     single, pair = json.loads(result.stdout)["configurations"]
     assert single["best"] is None and not single["splits"][0]["fits"]

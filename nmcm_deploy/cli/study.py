@@ -130,25 +130,28 @@ def report(cluster: str, configurations: Sequence[Configuration]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _bar_chart(
+    path: Path,
+    labels: Sequence[str],
+    values: Sequence[float],
+    ylabel: str,
+    title: str,
+    limit: float | None = None,
+) -> None:
+    """A PNG bar chart (matplotlib without a display), with a red line at ``limit``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
-
-
-def plot_epochs(configurations: Sequence[Configuration], path: Path) -> None:
-    """The best modelled epoch of every configuration that has a fitting split."""
-    plt = _pyplot()
-    shown = [c for c in configurations if c.best is not None and c.best.epoch_s is not None]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(shown) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels) + 2), 4))
     try:
-        ax.bar([c.label for c in shown], [c.best.epoch_s for c in shown])  # type: ignore[union-attr]
-        ax.set_ylabel("epoch, s (model)")
-        ax.set_title("best split per configuration")
-        ax.tick_params(axis="x", rotation=45)
+        ax.bar(list(labels), list(values))
+        if limit is not None:
+            ax.axhline(limit, color="red", linewidth=1)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=60)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, format="png")
@@ -156,9 +159,20 @@ def plot_epochs(configurations: Sequence[Configuration], path: Path) -> None:
         plt.close(fig)
 
 
+def plot_epochs(configurations: Sequence[Configuration], path: Path) -> None:
+    """The best modelled epoch of every configuration that has a fitting split."""
+    shown = [(c.label, c.best.epoch_s) for c in configurations if c.best and c.best.epoch_s]
+    _bar_chart(
+        path,
+        [label for label, _ in shown],
+        [epoch for _, epoch in shown],
+        "epoch, s (model)",
+        "best split per configuration",
+    )
+
+
 def plot_memory(configurations: Sequence[Configuration], path: Path) -> None:
     """SRAM of each node of each configuration's best split, as a share of its MCU's."""
-    plt = _pyplot()
     labels, shares = [], []
     for c in configurations:
         if c.best is None:
@@ -166,15 +180,11 @@ def plot_memory(configurations: Sequence[Configuration], path: Path) -> None:
         for k, stage in enumerate(c.best.stages):
             labels.append(f"{c.label} #{k}")
             shares.append(100.0 * stage.sram_bytes / stage.sram_capacity)
-    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(labels) + 2), 4))
-    try:
-        ax.bar(labels, shares)
-        ax.axhline(100.0, color="red", linewidth=1)
-        ax.set_ylabel("SRAM used, % of the MCU's")
-        ax.set_title("memory per node, best split (exact memory plan)")
-        ax.tick_params(axis="x", rotation=60)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    _bar_chart(
+        path,
+        labels,
+        shares,
+        "SRAM used, % of the MCU's",
+        "memory per node, best split (exact memory plan)",
+        limit=100.0,
+    )
