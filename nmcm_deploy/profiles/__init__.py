@@ -188,7 +188,7 @@ def _read(kind: str, label: str, name: str, known: tuple[str, ...]) -> dict[str,
     if name not in known:
         raise UnknownProfile(label, name, known)
     text = _folder(kind).joinpath(name + _SUFFIX).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict) or data.get("name") != name:
         raise ProfileError(f"{kind}/{name}{_SUFFIX}: not a mapping whose name is {name!r}")
     return data
