@@ -18,12 +18,16 @@ IoStatus Socket::command(std::uint8_t cmd) {
   }
 }
 
-IoStatus Socket::wait_status(std::uint8_t state) {
+IoStatus Socket::wait_status(std::uint8_t state) { return wait_status_in(&state, 1); }
+
+IoStatus Socket::wait_status_in(const std::uint8_t* states, std::size_t count) {
   const Deadline deadline(clock_, command_timeout_ms_);
   for (;;) {
     std::uint8_t sr = 0;
     if (!status(&sr)) return IoStatus::kError;
-    if (sr == state) return IoStatus::kOk;
+    for (std::size_t i = 0; i < count; ++i) {
+      if (sr == states[i]) return IoStatus::kOk;
+    }
     if (deadline.expired()) return IoStatus::kTimeout;
     idle();
   }
@@ -46,7 +50,13 @@ IoStatus Socket::open_tcp(std::uint16_t local_port) {
 IoStatus Socket::listen() {
   const IoStatus s = command(reg::Sn_CR_LISTEN);
   if (s != IoStatus::kOk) return s;
-  return wait_status(reg::SOCK_LISTEN);
+  // A peer's SYN can arrive the moment LISTEN takes effect, so by the first read of Sn_SR the
+  // socket may be past LISTEN: half-way through the handshake, connected, or even closed by a
+  // peer that connected, sent and closed. That is a listening socket somebody connected to, for
+  // accept() to take; treating it as a failed LISTEN would CLOSE (reset) that peer's connection.
+  static constexpr std::uint8_t kListeningOrLater[] = {reg::SOCK_LISTEN, reg::SOCK_SYNRECV,
+                                                       reg::SOCK_ESTABLISHED, reg::SOCK_CLOSE_WAIT};
+  return wait_status_in(kListeningOrLater, sizeof kListeningOrLater);
 }
 
 IoStatus Socket::start_connect(const Ip4& ip, std::uint16_t port) {

@@ -3,6 +3,7 @@
 // on Sn_CR is the classic W5500 hang.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "deadline.h"
@@ -56,10 +57,13 @@ class Socket {
   net::IoStatus command(std::uint8_t cmd);
   // Waits until Sn_SR == state (command_timeout_ms): kOk, kTimeout, kError.
   net::IoStatus wait_status(std::uint8_t state);
+  // Waits until Sn_SR is one of `states` (command_timeout_ms): kOk, kTimeout, kError.
+  net::IoStatus wait_status_in(const std::uint8_t* states, std::size_t count);
 
   // CLOSE, then TCP mode (no delayed ACK) on `local_port`, OPEN, and wait for SOCK_INIT.
   net::IoStatus open_tcp(std::uint16_t local_port);
-  // From SOCK_INIT: LISTEN and wait for SOCK_LISTEN.
+  // From SOCK_INIT: LISTEN and wait for SOCK_LISTEN, or for a state a peer's SYN moves it to
+  // (SYNRECV, ESTABLISHED, CLOSE_WAIT): a peer may connect the moment LISTEN takes effect.
   net::IoStatus listen();
   // From SOCK_INIT: set Sn_DIPR/Sn_DPORT and issue CONNECT (returns once the chip took it; the
   // handshake runs on, see Sn_SR).

@@ -2,6 +2,7 @@
 // transfers much larger than the socket buffers in both directions, a full TX buffer, a peer that
 // closes or resets, and every timeout (connect, recv, dead peer, hung chip).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstdint>
@@ -157,6 +158,65 @@ TEST_F(StreamTest, TwoSocketsListeningOnOnePortAcceptOneClientEach) {
   IoStatus last;
   EXPECT_EQ(drain(a, 1, 2000, &last), std::vector<std::uint8_t>{'x'});
   EXPECT_EQ(drain(b, 1, 2000, &last), std::vector<std::uint8_t>{'y'});
+}
+
+// A peer whose SYN arrives the moment LISTEN takes effect: the emulator runs only on SPI frames
+// (no background thread), and the driver's idle hook dials the port while LISTEN is still being
+// acknowledged, so the connection is accepted before the driver first reads Sn_SR. Sampled over
+// how long the chip takes to acknowledge a command and over what the peer does at once (waits,
+// sends, sends and closes): listen() succeeds and the peer is served, never reset.
+struct EarlyPeer {
+  std::uint16_t port = 0;
+  int behaviour = 0;  // 0: connects and waits, 1: sends, 2: sends and closes its side
+  HostSocket client;
+};
+EarlyPeer* g_early = nullptr;
+
+void dial_during_listen() {
+  if (g_early == nullptr || g_early->client.valid()) return;
+  // Refused at once (loopback) until LISTEN has taken effect and the port has a listener.
+  g_early->client = HostSocket::connect(g_early->port, 100);
+  if (!g_early->client.valid() || g_early->behaviour == 0) return;
+  const std::uint8_t ping[] = {'p', 'i', 'n', 'g'};
+  ASSERT_TRUE(g_early->client.send_all(ping, sizeof ping, 1000));
+  if (g_early->behaviour == 2) ::shutdown(g_early->client.fd(), SHUT_WR);
+}
+
+TEST(StreamListenRace, APeerConnectingAsListenTakesEffectIsServedNotReset) {
+  for (unsigned latency = 1; latency <= 4; ++latency) {
+    for (int behaviour = 0; behaviour <= 2; ++behaviour) {
+      SCOPED_TRACE(testing::Message() << "latency " << latency << ", behaviour " << behaviour);
+      W5500Emulator::Options options = emulator_options();
+      options.background_pump_ms = 0;  // the chip moves only when the driver talks to it
+      options.command_latency_reads = latency;
+      W5500Emulator emu(options);
+      W5500 chip(emu, clock_ms);
+      Config config = test_config();
+      config.idle = dial_during_listen;
+      ASSERT_EQ(chip.init(config), Status::kOk);
+      EarlyPeer early;
+      early.port = test::free_port();
+      early.behaviour = behaviour;
+      W5500Stream stream(chip, 2);
+      g_early = &early;
+      const IoStatus listened = stream.listen(early.port);
+      g_early = nullptr;
+      ASSERT_TRUE(early.client.valid()) << "the peer never got through";
+      ASSERT_EQ(listened, IoStatus::kOk);
+      ASSERT_EQ(stream.accept(2000), IoStatus::kOk);
+      IoStatus last;
+      if (behaviour > 0) {
+        EXPECT_EQ(drain(stream, 4, 2000, &last), (std::vector<std::uint8_t>{'p', 'i', 'n', 'g'}));
+      }
+      const std::uint8_t pong[] = {'p', 'o', 'n', 'g'};
+      ASSERT_EQ(stream.send_all(pong, sizeof pong, 1000), IoStatus::kOk);
+      std::uint8_t got[4] = {};
+      ASSERT_TRUE(early.client.recv_exact(got, sizeof got, 2000)) << "the peer was reset";
+      EXPECT_EQ(std::vector<std::uint8_t>(got, got + 4), std::vector<std::uint8_t>(pong, pong + 4));
+      early.client.close();  // first: the driver's graceful close then has its FIN at once
+      stream.close();
+    }
+  }
 }
 
 TEST_F(StreamTest, ListensAgainAfterClosingAConnection) {
