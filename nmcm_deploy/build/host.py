@@ -16,10 +16,11 @@ from nmcm_deploy.reconcile.desired import sha256_hex
 
 CXX = os.environ.get("CXX", "g++")
 # Static libraries of the sim node, dependents before their dependencies (firmware/apps/node):
-# the host main, the W5500 network and the node runtime, the W5500 driver and its emulator
+# the host main and its pacer (--pace), the W5500 network and the node runtime, the W5500 driver and its emulator
 # (--network w5500-emulator), the POSIX transport, the protocol and the core.
 NODE_LIBRARIES = (
     "nmcm_node_host",
+    "nmcm_node_pace",
     "nmcm_runtime_w5500",
     "nmcm_runtime",
     "nmcm_w5500",

@@ -187,6 +187,23 @@ def current_coefficients(core: str) -> coef.Coefficients:
     return coef.current(core)[0]
 
 
+def stage_models(
+    plan: ClusterPlan, training: TrainingSpec, coefficients: CoefficientsOf = current_coefficients
+) -> list[StageModel]:
+    """The model of every stage of ``plan``, stage 0 first."""
+    count = len(plan.stages)
+    loss = loss_kernel(training.loss, plan.ir.layers[-1].kind is LayerKind.SOFTMAX)
+    return [
+        StageModel(s.layers, coefficients(s.profile.core), k == 0, k == count - 1, loss)
+        for k, s in enumerate(plan.stages)
+    ]
+
+
+def node_link(node: NodeSpec) -> W5500Link:
+    """What moving a frame through the node's W5500 costs (its board's figures)."""
+    return W5500Link.of_board(board_profile(board_of(node)))
+
+
 def estimate(
     plan: ClusterPlan,
     training: TrainingSpec,
@@ -197,15 +214,10 @@ def estimate(
 ) -> Estimate:
     """The modelled training of ``plan`` under ``training`` on a dataset of ``train_samples``
     training and ``test_samples`` test samples, per epoch."""
-    count = len(plan.stages)
-    loss = loss_kernel(training.loss, plan.ir.layers[-1].kind is LayerKind.SOFTMAX)
-    models = [
-        StageModel(s.layers, coefficients(s.profile.core), k == 0, k == count - 1, loss)
-        for k, s in enumerate(plan.stages)
-    ]
+    models = stage_models(plan, training, coefficients)
     momentum = training.optimizer.momentum != 0.0
     decay = training.optimizer.weight_decay != 0.0
-    links = [W5500Link.of_board(board_profile(board_of(s.node))) for s in plan.stages]
+    links = [node_link(s.node) for s in plan.stages]
     stages = [
         m.times(seconds_per_instruction(s.profile), momentum, decay)
         for m, s in zip(models, plan.stages, strict=True)

@@ -128,6 +128,8 @@ class SimSpec:
     """How the `sim` target runs the nodes."""
 
     network: str = DEFAULT_SIM_NETWORK  # posix | w5500-emulator
+    pace: str = "off"  # off | model: sim nodes take the cost model's time (docs/cost-model.md)
+    pace_scale: float = 1.0  # host seconds per modelled MCU second
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,14 @@ def _size(value: Any) -> Size2d | None:
     if isinstance(value, list):
         return (int(value[0]), int(value[1]))
     return int(value)
+
+
+def _sim(raw: dict[str, Any]) -> SimSpec:
+    return SimSpec(
+        network=str(raw.get("network", DEFAULT_SIM_NETWORK)),
+        pace=str(raw.get("pace", "off")),
+        pace_scale=float(raw.get("pace_scale", 1.0)),
+    )
 
 
 def build_manifest(doc: LoadedYaml) -> Manifest:
@@ -333,7 +343,7 @@ def build_manifest(doc: LoadedYaml) -> Manifest:
         else (),
         stages_auto=not isinstance(stages, list),
         labels=tuple(sorted(data["metadata"].get("labels", {}).items())),
-        sim=SimSpec(network=str(spec.get("sim", {}).get("network", DEFAULT_SIM_NETWORK))),
+        sim=_sim(spec.get("sim", {})),
         raw=data,
         locations=doc.locations,
     )

@@ -11,7 +11,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from nmcm_deploy.compiler.cluster import compile_cluster, write_export
+from nmcm_deploy.compiler.cluster import (
+    ClusterPlan,
+    CompiledCluster,
+    compile_cluster,
+    write_export,
+)
 from nmcm_deploy.costs import planner
 from nmcm_deploy.errors import DeployError, NmcmError
 from nmcm_deploy.manifest import load_manifest
@@ -61,6 +66,16 @@ def choose_sim_network(manifest: Manifest, override: str | None) -> str:
     return network
 
 
+def sim_paces(manifest: Manifest, cluster: CompiledCluster) -> list[str]:
+    """Each stage's pace table under ``spec.sim.pace: model`` (costs/pace.py), else "" each."""
+    if manifest.sim.pace != "model":
+        return [""] * len(cluster.stages)
+    from nmcm_deploy.costs.pace import pace_tables
+
+    plan = ClusterPlan(cluster.ir, tuple(s.plan for s in cluster.stages))
+    return pace_tables(plan, manifest.training, manifest.sim.pace_scale)
+
+
 def prepare(
     file: Path,
     target_override: str | None,
@@ -76,6 +91,7 @@ def prepare(
     if target != "sim":
         network = SIM_NETWORKS[0]  # only sim nodes have a choice
     cluster = compile_cluster(manifest, target, planner.resolve)
+    paces = sim_paces(manifest, cluster) if target == "sim" else [""] * len(cluster.stages)
     misfits = [s for s in cluster.stages if not s.plan.fit.fits]
     if misfits:
         s = misfits[0]
@@ -91,15 +107,15 @@ def prepare(
             target=target,
             port=s.network.listen_port,
             blob_sha256=s.blob_sha256,
-            config_sha256=node_config_sha256(s.header, network),
+            config_sha256=node_config_sha256(s.header, network, pace),
             firmware_sha256=registry.target(target).firmware_key(s),
             sim_network=network,
+            sim_pace=pace,
         )
-        for s in cluster.stages
+        for s, pace in zip(cluster.stages, paces, strict=True)
     )
-    desired = DesiredCluster(
-        cluster.name, target, nodes, job_inputs(manifest, cluster, target, network)
-    )
+    inputs = job_inputs(manifest, cluster, target, network, tuple(p for p in paces if p))
+    desired = DesiredCluster(cluster.name, target, nodes, inputs)
     return Prepared(manifest, target, cluster, desired, StateStore(cluster.name))
 
 

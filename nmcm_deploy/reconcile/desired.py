@@ -41,6 +41,7 @@ class DesiredNode:
     config_sha256: str
     firmware_sha256: str
     sim_network: str = DEFAULT_SIM_NETWORK  # sim: how the node's network runs (--network)
+    sim_pace: str = ""  # sim, spec.sim.pace: model: the node's pace table (--pace), else ""
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,15 @@ def recorded_node(
     )
 
 
-def node_config_sha256(header: str, sim_network: str = DEFAULT_SIM_NETWORK) -> str:
+def node_config_sha256(header: str, sim_network: str = DEFAULT_SIM_NETWORK, pace: str = "") -> str:
     """What a node runs with besides its image: its generated header and, in sim, how its network
-    runs (a start-up argument of the same image, so a change restarts the node, as `plan` shows).
-    The default network adds nothing: hashes recorded before the choice existed stay valid."""
+    runs and its pace table (start-up arguments of the same image, so a change restarts the node,
+    as `plan` shows). The defaults add nothing: hashes recorded before the choices existed stay
+    valid."""
     if sim_network != DEFAULT_SIM_NETWORK:
         header += f"\n// sim network: {sim_network}\n"
+    if pace:
+        header += f"\n// sim pace: {sha256_hex(pace.encode())}\n"
     return sha256_hex(header.encode())
 
 
@@ -144,6 +148,7 @@ def job_inputs(
     cluster: CompiledCluster,
     target: str,
     sim_network: str = DEFAULT_SIM_NETWORK,
+    sim_pace: tuple[str, ...] = (),
 ) -> str:
     """Everything a training run's result depends on; a new value means the job runs again.
     The sim network is one of them, as the target is: the weights come out the same, but a run
@@ -179,6 +184,8 @@ def job_inputs(
     }
     if sim_network != DEFAULT_SIM_NETWORK:  # absent by default: earlier job hashes stay valid
         doc["sim_network"] = sim_network
+    if sim_pace:  # a paced run is another run: its timing is what the user asked to see
+        doc["sim_pace"] = [sha256_hex(t.encode()) for t in sim_pace]
     return sha256_hex(json.dumps(doc, sort_keys=True).encode())
 
 

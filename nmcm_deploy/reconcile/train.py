@@ -161,6 +161,15 @@ def _blame(prepared: Prepared, state: ClusterState, failure: NodeFailed) -> Node
 TIME_SOURCES = {"sim": "host clock", "qemu": "qemu instructions", "hardware": "dwt cycles"}
 
 
+def time_source(prepared: Prepared) -> str:
+    """What the nodes' figures of this run were measured with; a paced sim node's host clock
+    runs at the model's pace (spec.sim.pace)."""
+    source = TIME_SOURCES[prepared.target]
+    if any(n.sim_pace for n in prepared.desired.nodes):
+        source += f" (paced by the model x{prepared.manifest.sim.pace_scale:g})"
+    return source
+
+
 def _modelled(prepared: Prepared, train: int, test: int) -> dict[str, Any] | str:
     """The cost model's epoch for this cluster (costs/model.py), for beside what the run
     measures; or, when the model cannot say, why (for the run's warnings)."""
@@ -229,7 +238,7 @@ def _summary(
         warnings=(*result.warnings, *([modelled] if isinstance(modelled, str) else [])),
         window=result.window,
         micro_batches_run=dict(result.micro_batches_run),
-        time_source=TIME_SOURCES[prepared.target],
+        time_source=time_source(prepared),
         modelled=modelled if isinstance(modelled, dict) else None,
     )
 

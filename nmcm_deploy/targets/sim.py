@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nmcm_deploy.build.host import build_sim_node, firmware_key
 from nmcm_deploy.compiler.cluster import CompiledStage
+from nmcm_deploy.files import atomic_write
 from nmcm_deploy.protocol import Role
 from nmcm_deploy.reconcile.state import NodeState
 from nmcm_deploy.targets import ports
@@ -52,10 +53,11 @@ def start_node(
     firmware_hash: str,
     network: str = "posix",
     instance: int = 0,
+    pace: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a node in its own session (so a Ctrl-C of nmcm does not stop it). ``network``:
     ``posix`` (host sockets) or ``w5500-emulator`` (the W5500 driver on an emulated chip);
-    ``instance``: the number its HELLO_ACK carries."""
+    ``instance``: the number its HELLO_ACK carries; ``pace``: its pace table, if paced."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -73,6 +75,7 @@ def start_node(
                 network,
                 "--instance",
                 str(instance),
+                *(["--pace", str(pace)] if pace is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -148,6 +151,10 @@ class SimTarget:
             report.step(f"starting {desired.name} on {LOOPBACK}:{desired.port}")
             log = prepared.store.dir / "logs" / f"{desired.name}.log"
             instance = ports.new_instance()
+            pace = None
+            if desired.sim_pace:
+                pace = folder / "pace.txt"
+                atomic_write(pace, desired.sim_pace.encode())
             proc = start_node(
                 image,
                 folder / "stage.blob",
@@ -156,6 +163,7 @@ class SimTarget:
                 desired.firmware_sha256[:32],
                 desired.sim_network,
                 instance,
+                pace,
             )
             try:
                 ports.confirm_started(

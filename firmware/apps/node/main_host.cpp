@@ -1,10 +1,11 @@
 // nmcm-node: a `sim` node, one process per node (DESIGN.md, "Targets"). It loads its stage blob
 // into the static arena its build pinned, serves the node runtime over POSIX TCP — or through the
 // real W5500 driver and a register-level emulated W5500 bridged to loopback — and exits after
-// SHUTDOWN.
+// SHUTDOWN. With --pace, every piece of work and every frame takes the cost model's time
+// (pace.h).
 //
 //   nmcm-node --blob FILE [--host 127.0.0.1] [--port N] [--firmware-hash HEX32]
-//             [--network posix|w5500-emulator] [--instance N]
+//             [--network posix|w5500-emulator] [--instance N] [--pace FILE]
 //
 // Exit codes: 0 after SHUTDOWN; 1 a bad blob or configuration (one line on stderr says why);
 // 2 a usage error. Logs one line per event to stderr.
@@ -30,6 +31,7 @@
 #include "nmcm/tools/w5500_emulator.h"
 #include "node_app.h"
 #include "node_start.h"
+#include "pace.h"
 
 namespace {
 
@@ -52,7 +54,7 @@ void usage(std::FILE* out) {
   std::fprintf(
       out,
       "usage: nmcm-node --blob FILE [--host IPV4] [--port N] [--firmware-hash HEX32]\n"
-      "                 [--network posix|w5500-emulator] [--instance N]\n"
+      "                 [--network posix|w5500-emulator] [--instance N] [--pace FILE]\n"
       "  --blob FILE            the stage blob this node was built for (required)\n"
       "  --host IPV4            address to listen on (default 127.0.0.1)\n"
       "  --port N               port to listen on (default: the build's, %u)\n"
@@ -60,7 +62,9 @@ void usage(std::FILE* out) {
       "  --network NAME         posix: host TCP sockets (default); w5500-emulator: the W5500\n"
       "                         driver on an emulated chip bridged to 127.0.0.1\n"
       "  --instance N           the number HELLO_ACK carries (0..4294967295; default 0), by\n"
-      "                         which whoever started the node recognises it\n",
+      "                         which whoever started the node recognises it\n"
+      "  --pace FILE            take the modelled time of this pace table (written by nmcm for\n"
+      "                         spec.sim.pace: model) for every piece of work and frame\n",
       static_cast<unsigned>(nmcm::app::node_build().listen_port));
 }
 
@@ -237,6 +241,41 @@ nmcm::runtime::NodeNetwork* emulated_network(const nmcm::app::NodeBuild& build,
   return g_emulated.network.get();
 }
 
+// --pace FILE: the stage's work and the network's frames take the table's time.
+std::unique_ptr<nmcm::app::Pacer> g_pacer;
+std::unique_ptr<nmcm::app::PacedNetwork> g_paced_network;
+
+nmcm::runtime::NodeNetwork* paced_network(const char* path, nmcm::runtime::NodeNetwork* inner) {
+  std::vector<uint8_t> text;
+  if (!read_file(path, &text)) {
+    std::fprintf(stderr, "nmcm-node: cannot read the pace table %s: %s\n", path,
+                 std::strerror(errno));
+    return nullptr;
+  }
+  text.push_back('\0');
+  nmcm::app::PaceTable table;
+  char error[160];
+  if (!nmcm::app::parse_pace_table(reinterpret_cast<const char*>(text.data()), &table, error,
+                                   sizeof error)) {
+    std::fprintf(stderr, "nmcm-node: pace table %s: %s\n", path, error);
+    return nullptr;
+  }
+  if (table.layers != g_stage.layer_count()) {
+    std::fprintf(stderr, "nmcm-node: pace table %s is for %u layers, the stage has %u\n", path,
+                 table.layers, static_cast<unsigned>(g_stage.layer_count()));
+    return nullptr;
+  }
+  g_pacer = std::make_unique<nmcm::app::Pacer>(table);
+  g_pacer->attach(g_stage);
+  g_paced_network = std::make_unique<nmcm::app::PacedNetwork>(*inner, *g_pacer);
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "paced by the cost model (%s): %g host seconds per modelled second", path,
+                table.scale);
+  log_line(line);
+  return g_paced_network.get();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,6 +289,7 @@ int main(int argc, char** argv) {
   uint8_t firmware_hash[16] = {};
   unsigned long instance = 0;
   bool emulated = false;
+  const char* pace_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -258,7 +298,7 @@ int main(int argc, char** argv) {
     }
     const bool has_value = i + 1 < argc;
     if (arg == "--blob" || arg == "--host" || arg == "--port" || arg == "--firmware-hash" ||
-        arg == "--network" || arg == "--instance") {
+        arg == "--network" || arg == "--instance" || arg == "--pace") {
       if (!has_value) return usage_error("missing value for", argv[i]);
       const char* value = argv[++i];
       if (arg == "--network") {
@@ -277,6 +317,8 @@ int main(int argc, char** argv) {
         }
       } else if (arg == "--blob") {
         blob_path = value;
+      } else if (arg == "--pace") {
+        pace_path = value;
       } else if (arg == "--host") {
         host = value;
       } else if (arg == "--port") {
@@ -338,6 +380,11 @@ int main(int argc, char** argv) {
                 build.arena_size, build.arena_capacity);
   log_line(line);
 
+  if (pace_path != nullptr) {
+    network = paced_network(pace_path, network);
+    if (network == nullptr) return kExitConfig;
+  }
+
   static nmcm::runtime::Node node(g_stage, g_config, *network, g_clock);
   const nmcm::Status started = node.start();
   if (!started.ok()) {
@@ -345,6 +392,16 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   while (!node.stopped()) node.poll(100);
+  if (g_pacer) {
+    const nmcm::app::Pacer::Totals& t = g_pacer->totals();
+    std::snprintf(line, sizeof line,
+                  "paced %llu pieces of work and frames (%llu sent, %llu received): %.3f s "
+                  "modelled",
+                  static_cast<unsigned long long>(t.pieces),
+                  static_cast<unsigned long long>(t.frames_sent),
+                  static_cast<unsigned long long>(t.frames_received), t.modelled_s);
+    log_line(line);
+  }
   log_line("stopped");
   return kExitOk;
 }
