@@ -51,17 +51,17 @@ __all__ = [
 ]
 
 
-def _validate(path: str | Path) -> tuple[LoadedYaml, list[Problem]]:
+def _validate(path: str | Path, fit: bool = True) -> tuple[LoadedYaml, list[Problem]]:
     doc = load_yaml(path)
     if doc.data is None:
         return doc, doc.problems
     problems = doc.problems + schema_problems(doc)
-    problems += semantic_problems(doc, {p.location.path for p in problems})
+    problems += semantic_problems(doc, {p.location.path for p in problems}, fit=fit)
     unique = list(dict.fromkeys(problems))  # Problem is frozen, so hashable
     unique.sort(key=lambda p: (p.location.line, p.location.column))
     if not unique:
         # The files' contents, once the manifest is sound (content.py: the same calls as apply's).
-        unique = content_problems(doc, build_manifest(doc))
+        unique = content_problems(doc, build_manifest(doc), fit=fit)
     return doc, unique
 
 
@@ -73,9 +73,10 @@ def validate_file(path: str | Path) -> list[Problem]:
     return _validate(path)[1]
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """The typed manifest at ``path``; raises ManifestInvalid with every problem found."""
-    doc, problems = _validate(path)
+def load_manifest(path: str | Path, *, fit: bool = True) -> Manifest:
+    """The typed manifest at ``path``; raises ManifestInvalid with every problem found.
+    ``fit=False``: its stages need not fit their MCUs (`study` models other placements)."""
+    doc, problems = _validate(path, fit)
     if problems:
         raise ManifestInvalid(problems)
     return build_manifest(doc)

@@ -35,8 +35,9 @@ def _check_stage_ranges(manifest: Manifest, layers: tuple[object, ...]) -> None:
             )
 
 
-def content_problems(doc: LoadedYaml, manifest: Manifest) -> list[Problem]:
-    """The problems of the model, weights and data files of a manifest with no other problem."""
+def content_problems(doc: LoadedYaml, manifest: Manifest, *, fit: bool = True) -> list[Problem]:
+    """The problems of the model, weights and data files of a manifest with no other problem;
+    with ``fit``, a factory model's stages must also fit their MCUs."""
     model = manifest.model
     if model.source is not None or model.weights is not None:
         from nmcm_deploy.compiler.cluster import build_model, plan_cluster
@@ -47,7 +48,8 @@ def content_problems(doc: LoadedYaml, manifest: Manifest) -> list[Problem]:
             plans: tuple[StagePlan, ...] = ()
             if model.source is not None:
                 _check_stage_ranges(manifest, ir.layers)
-                plans = plan_cluster(manifest, ir, planner.resolve).stages
+                if fit:
+                    plans = plan_cluster(manifest, ir, planner.resolve).stages
         except ModelError as exc:
             # A manifest field where the error says one; else the model (tracing names fx nodes).
             field = exc.where if exc.where.startswith("spec.") else ""

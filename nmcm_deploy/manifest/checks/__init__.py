@@ -26,8 +26,11 @@ from nmcm_deploy.manifest.loader import LoadedYaml
 __all__ = ["semantic_problems"]
 
 
-def semantic_problems(doc: LoadedYaml, dirty: Collection[str] = ()) -> list[Problem]:
-    """Every semantic problem of a loaded manifest. ``dirty``: paths that already have a problem."""
+def semantic_problems(
+    doc: LoadedYaml, dirty: Collection[str] = (), *, fit: bool = True
+) -> list[Problem]:
+    """Every semantic problem of a loaded manifest. ``dirty``: paths that already have a problem;
+    ``fit``: whether the stages must fit their MCUs (the study places the model elsewhere)."""
     if not isinstance(doc.data, dict):
         return []
     ctx = Context(doc, set(dirty))
@@ -39,6 +42,6 @@ def semantic_problems(doc: LoadedYaml, dirty: Collection[str] = ()) -> list[Prob
     ir = check_model(ctx)
     stages_ok = check_stages(ctx, ir)
     check_files(ctx)
-    if ir is not None and stages_ok:
+    if fit and ir is not None and stages_ok:
         check_fit(ctx, ir)
     return ctx.problems
