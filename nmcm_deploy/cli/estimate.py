@@ -40,6 +40,7 @@ def estimate(
 
     manifest = load_manifest(file)
     _, ir = build_model(manifest)
+    manifest = planner.resolve_manifest(manifest, ir)
     plan = plan_cluster(manifest, ir, planner.resolve)
     data = manifest.dataset
     train, test = sample_counts(data.name, data.npz, data.test_fraction)
@@ -52,6 +53,7 @@ def estimate(
 
     if output is OutputFormat.json:
         doc = result.as_dict()
+        doc["micro_batches_auto"] = manifest.training.micro_batches_auto
         if best is not None:
             doc["planner"] = {
                 "stages_auto": manifest.stages_auto,
@@ -64,7 +66,8 @@ def estimate(
     else:
         hb = terminal.human_bytes
         terminal.line(
-            f"{manifest.name}: {result.schedule} schedule, {result.micro_batches} micro-batch(es); "
+            f"{manifest.name}: {result.schedule} schedule, {result.micro_batches} micro-batch(es)"
+            f"{' (micro_batches: auto)' if manifest.training.micro_batches_auto else ''}; "
             f"a training step {result.step_s:.3f} s, an epoch {result.epoch_s:.2f} s "
             f"({train} training + {test} test samples) [model]"
         )

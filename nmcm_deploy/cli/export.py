@@ -33,7 +33,7 @@ def export(
     from nmcm_deploy.costs import planner
     from nmcm_deploy.manifest import load_manifest
 
-    manifest = load_manifest(file)
+    manifest = planner.resolve_manifest(load_manifest(file))
     chosen = target or manifest.target
     if chosen not in ("sim", "qemu", "hardware"):
         raise NmcmError(f"unknown target {chosen!r}; choose sim, qemu or hardware")

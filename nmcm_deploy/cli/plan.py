@@ -52,6 +52,7 @@ def plan(
     used = {s["node"] for s in stages}
     unused = [n.name for n in prepared.manifest.nodes if n.name not in used]
     auto = prepared.manifest.stages_auto
+    training = prepared.manifest.training
     if output is OutputFormat.json:
         terminal.emit_json(
             {
@@ -60,6 +61,8 @@ def plan(
                 "stages": stages,
                 "stages_auto": auto,
                 "unused_nodes": unused,
+                "micro_batches": training.micro_batches,
+                "micro_batches_auto": training.micro_batches_auto,
                 "changes": [c.as_dict() for c in changes],
             }
         )
@@ -70,6 +73,11 @@ def plan(
             terminal.line(
                 f"stages: auto: the planner's split is {chosen}{note} "
                 "(`nmcm estimate` explains the choice)"
+            )
+        if training.micro_batches_auto:
+            terminal.line(
+                f"micro_batches: auto: {training.micro_batches} (the shortest modelled epoch of "
+                f"the counts 1 to {training.micro_batch_choices().stop - 1} that fit)"
             )
         print_plan(prepared.cluster.name, prepared.target, changes)
     terminal.step_summary(plan_markdown(prepared.cluster.name, prepared.target, changes))

@@ -41,6 +41,8 @@ def status(
         from nmcm_deploy.manifest import load_manifest
 
         manifest = load_manifest(file)
+        if manifest.model.source is None:  # a factory's headers need torch: status goes without
+            manifest = planner.resolve_manifest(manifest)
         recorded = StateStore(manifest.name).load()
         target = recorded.target or manifest.target
         headers = headers_without_torch(manifest, target, planner.resolve)

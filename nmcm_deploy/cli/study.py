@@ -80,7 +80,9 @@ def study(
         "mcus": chosen,
         "max_nodes": max_nodes,
         "schedule": manifest.training.schedule,
-        "micro_batches": manifest.training.micro_batches,
+        "micro_batches": "auto"
+        if manifest.training.micro_batches_auto
+        else manifest.training.micro_batches,
         "train_samples": train,
         "test_samples": test,
         "configurations": st.as_dict(configurations),

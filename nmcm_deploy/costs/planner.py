@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from nmcm_deploy.compiler.fit import StageFit, keeps_momentum, micro_batch_size, stage_fit
@@ -294,6 +294,60 @@ def resolve(manifest: Manifest, ir: ModelIR) -> Pipeline:
     data = manifest.dataset
     train, test = sample_counts(data.name, data.npz, data.test_fraction)
     return plan_stages(manifest, ir, train, test).best.pipeline
+
+
+def with_micro_batches(manifest: Manifest, count: int) -> Manifest:
+    """The manifest with ``count`` micro-batches per batch (an `auto` stays marked as such)."""
+    return replace(manifest, training=replace(manifest.training, micro_batches=count))
+
+
+def resolve_manifest(manifest: Manifest, ir: ModelIR | None = None) -> Manifest:
+    """The manifest with `micro_batches: auto` replaced by the count, from 1 to
+    ``AUTO_MICRO_BATCHES`` (at most the batch size), whose placement (`resolve`: the manifest's
+    stages, or the planner's for `stages: auto`) fits every MCU with the shortest modelled epoch;
+    the fewest micro-batches among equals. Any other manifest comes back as it is. ``ir``: the
+    model's, when the caller has it (else built: a factory model takes torch)."""
+    training = manifest.training
+    if not training.micro_batches_auto:
+        return manifest
+    from nmcm_deploy.compiler.cluster import build_model, plan_pipeline
+    from nmcm_deploy.datasets import sample_counts
+
+    if ir is None:
+        ir = manifest.model.ir() if manifest.model.source is None else build_model(manifest)[1]
+    data = manifest.dataset
+    train, test = sample_counts(data.name, data.npz, data.test_fraction)
+    best: tuple[float, Manifest] | None = None
+    refusal: ModelError | None = None
+    for count in training.micro_batch_choices():
+        candidate = with_micro_batches(manifest, count)
+        try:
+            plan = plan_pipeline(candidate, ir, resolve(candidate, ir))
+        except ModelError as exc:
+            refusal = refusal or exc
+            continue
+        if not all(s.fit.fits for s in plan.stages):
+            if refusal is None:
+                s = next(s for s in plan.stages if not s.fit.fits)
+                refusal = ModelError(
+                    f"stage {s.index} on node {s.node.name} ({s.node.mcu}) does not fit: "
+                    f"{s.fit.shortfall()}",
+                    where=f"spec.stages[{s.index}]",
+                )
+            continue
+        epoch = model.estimate(plan, candidate.training, train, test).epoch_s
+        if best is None or epoch < best[0]:
+            best = (epoch, candidate)
+    if best is None:
+        choices = training.micro_batch_choices()
+        why = refusal.message if refusal is not None else "nothing fits"
+        raise ModelError(
+            f"micro_batches: auto: no count from {choices.start} to {choices.stop - 1} fits "
+            f"these nodes (with 1: {why})",
+            where="spec.training.micro_batches",
+            hint="add nodes, use a smaller batch_size, or MCUs with more memory",
+        )
+    return best[1]
 
 
 def _type_of(types: Sequence[NodeType], node: str) -> int:

@@ -38,6 +38,7 @@ class Split:
 
     stages: tuple[StageUse, ...]
     epoch_s: float | None  # None: a stage does not fit
+    micro_batches: int  # the manifest's, or under `micro_batches: auto` the best that fits
 
     @property
     def fits(self) -> bool:
@@ -91,6 +92,10 @@ def study(
     """Every configuration of the study (module docstring); ``progress(done, total, mcus)``
     after each."""
     todo = [s for s in sequences(mcus, max_nodes) if len(s) <= len(ir.layers)]
+    training = manifest.training
+    counts = (
+        training.micro_batch_choices() if training.micro_batches_auto else [training.micro_batches]
+    )
     out = []
     for done, seq in enumerate(todo, start=1):
         nodes = tuple(NodeSpec(f"n{i}-{m}", m, None, None, None) for i, m in enumerate(seq))
@@ -98,27 +103,45 @@ def study(
         splits = []
         for ranges in cuts(len(ir.layers), len(seq)):
             pipeline = [(n.name, a, b) for n, (a, b) in zip(nodes, ranges, strict=True)]
-            plan = plan_pipeline(cluster, ir, pipeline)
-            uses = tuple(
-                StageUse(
-                    s.node.name,
-                    s.node.mcu,
-                    (s.first, s.last),
-                    s.fit.sram_bytes,
-                    s.fit.sram_capacity,
-                    s.fit.flash_bytes,
-                    s.fit.flash_capacity,
-                )
-                for s in plan.stages
-            )
-            epoch = None
-            if all(u.fits for u in uses):
-                epoch = model.estimate(plan, manifest.training, train_samples, test_samples).epoch_s
-            splits.append(Split(uses, epoch))
+            options = [
+                _split(cluster, ir, pipeline, count, train_samples, test_samples)
+                for count in counts
+            ]
+            fitting = [s for s in options if s.epoch_s is not None]
+            # The fastest count that fits (the fewest among equals); else the first's memory.
+            splits.append(min(fitting, key=lambda s: s.epoch_s or 0.0) if fitting else options[0])
         out.append(Configuration(seq, tuple(splits)))
         if progress is not None:
             progress(done, len(todo), seq)
     return out
+
+
+def _split(
+    cluster: Manifest,
+    ir: ModelIR,
+    pipeline: Sequence[tuple[str, int, int]],
+    micro_batches: int,
+    train_samples: int,
+    test_samples: int,
+) -> Split:
+    cluster = replace(cluster, training=replace(cluster.training, micro_batches=micro_batches))
+    plan = plan_pipeline(cluster, ir, pipeline)
+    uses = tuple(
+        StageUse(
+            s.node.name,
+            s.node.mcu,
+            (s.first, s.last),
+            s.fit.sram_bytes,
+            s.fit.sram_capacity,
+            s.fit.flash_bytes,
+            s.fit.flash_capacity,
+        )
+        for s in plan.stages
+    )
+    epoch = None
+    if all(u.fits for u in uses):
+        epoch = model.estimate(plan, cluster.training, train_samples, test_samples).epoch_s
+    return Split(uses, epoch, micro_batches)
 
 
 def as_dict(configurations: Sequence[Configuration]) -> list[dict[str, object]]:
@@ -126,6 +149,7 @@ def as_dict(configurations: Sequence[Configuration]) -> list[dict[str, object]]:
         return {
             "epoch_s": s.epoch_s,
             "fits": s.fits,
+            "micro_batches": s.micro_batches,
             "stages": [
                 {
                     "mcu": u.mcu,

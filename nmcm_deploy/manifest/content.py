@@ -49,7 +49,8 @@ def content_problems(doc: LoadedYaml, manifest: Manifest, *, fit: bool = True) -
             if model.source is not None:
                 _check_stage_ranges(manifest, ir.layers)
                 if fit:
-                    plans = plan_cluster(manifest, ir, planner.resolve).stages
+                    resolved = planner.resolve_manifest(manifest, ir)
+                    plans = plan_cluster(resolved, ir, planner.resolve).stages
         except ModelError as exc:
             # A manifest field where the error says one; else the model (tracing names fx nodes).
             field = exc.where if exc.where.startswith("spec.") else ""
@@ -71,20 +72,24 @@ def content_problems(doc: LoadedYaml, manifest: Manifest, *, fit: bool = True) -
                 ]
     else:
         ir = model.ir()
-        if manifest.stages_auto and len(manifest.nodes) > 1:
-            # The planner must find a split that fits, as apply will ask it to.
+        auto_stages = manifest.stages_auto and len(manifest.nodes) > 1
+        if fit and (auto_stages or manifest.training.micro_batches_auto):
+            # The planner must find a split (and a micro-batch count) that fits, as apply will
+            # ask it to.
             from nmcm_deploy.costs import planner
             from nmcm_deploy.datasets import DatasetError
 
             try:
-                planner.resolve(manifest, ir)
+                if manifest.training.micro_batches_auto:
+                    planner.resolve_manifest(manifest, ir)  # places every count it tries
+                else:
+                    planner.resolve(manifest, ir)
             except DatasetError as exc:
                 return [_problem(doc, ("spec", "dataset", "npz"), exc.message)]
             except ModelError as exc:
-                message = exc.message.removeprefix("spec.stages: ")
-                return [
-                    _problem(doc, "spec.stages", f"{message}; {exc.hint}" if exc.hint else message)
-                ]
+                field = exc.where if exc.where.startswith("spec.") else "spec.stages"
+                message = exc.message.removeprefix(f"{field}: ")
+                return [_problem(doc, field, f"{message}; {exc.hint}" if exc.hint else message)]
     if manifest.dataset.npz is None:
         return []
     from nmcm_deploy.datasets import DatasetError, load_dataset  # numpy: only for npz data

@@ -31,6 +31,7 @@ DEFAULT_MODEL_SEED = 0
 DEFAULT_FACTORY = "build"
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_MICRO_BATCHES = 1
+AUTO_MICRO_BATCHES = 16  # `micro_batches: auto` chooses among 1 .. this (at most batch_size)
 DEFAULT_LOSS = "cross_entropy"
 DEFAULT_OPTIMIZER = "sgd"
 DEFAULT_MOMENTUM = 0.0
@@ -116,11 +117,18 @@ class TrainingSpec:
     shuffle: bool
     seed: int
     schedule: str  # pipelined | sequential
+    # `micro_batches: auto`: micro_batches is 1 until the planner chose (costs/planner.py,
+    # resolve_manifest), then its choice; the flag stays so that outputs can say it was chosen.
+    micro_batches_auto: bool = False
 
     @property
     def micro_batch_size(self) -> int:
         """Most samples in one micro-batch."""
         return micro_batch_size(self.batch_size, self.micro_batches)
+
+    def micro_batch_choices(self) -> range:
+        """The counts `micro_batches: auto` chooses among."""
+        return range(1, min(self.batch_size, AUTO_MICRO_BATCHES) + 1)
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,10 @@ def _size(value: Any) -> Size2d | None:
     return int(value)
 
 
+def _micro_batches(value: Any) -> int:
+    return DEFAULT_MICRO_BATCHES if value == "auto" else int(value)
+
+
 def _sim(raw: dict[str, Any]) -> SimSpec:
     return SimSpec(
         network=str(raw.get("network", DEFAULT_SIM_NETWORK)),
@@ -277,7 +289,7 @@ def build_manifest(doc: LoadedYaml) -> Manifest:
     training = TrainingSpec(
         epochs=int(t["epochs"]),
         batch_size=int(t["batch_size"]),
-        micro_batches=int(t.get("micro_batches", DEFAULT_MICRO_BATCHES)),
+        micro_batches=_micro_batches(t.get("micro_batches", DEFAULT_MICRO_BATCHES)),
         loss=str(t.get("loss", DEFAULT_LOSS)),
         optimizer=OptimizerSpec(
             type=str(o.get("type", DEFAULT_OPTIMIZER)),
@@ -288,6 +300,7 @@ def build_manifest(doc: LoadedYaml) -> Manifest:
         shuffle=bool(t.get("shuffle", DEFAULT_SHUFFLE)),
         seed=int(t.get("seed", DEFAULT_TRAINING_SEED)),
         schedule=str(t.get("schedule", DEFAULT_SCHEDULE)),
+        micro_batches_auto=t.get("micro_batches") == "auto",
     )
 
     n = spec.get("network", {})

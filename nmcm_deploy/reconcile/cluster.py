@@ -85,7 +85,7 @@ def prepare(
     """Load and compile the manifest and compute its desired state; writes nothing.
     ``available``: the targets the calling command can carry out (`build` does more than
     `apply` can deploy yet)."""
-    manifest = load_manifest(file)
+    manifest = planner.resolve_manifest(load_manifest(file))
     target = choose_target(manifest, target_override, available)
     network = choose_sim_network(manifest, sim_network)
     if target != "sim":

@@ -30,6 +30,8 @@ def check_fit(ctx: Context, ir: ModelIR) -> None:
         return
     training = as_dict(ctx.spec.get("training"))
     batch = as_int(training.get("batch_size"))
+    if training.get("micro_batches") == "auto":
+        return  # some count must fit: the planner tries them once the rest is sound (content.py)
     micro = as_int(training.get("micro_batches")) or DEFAULT_MICRO_BATCHES
     if batch is None or micro > batch:
         return
