@@ -39,6 +39,9 @@ class NodeSummary:
     # qemu: instructions of the node's first training step, per layer of its stage (forward,
     # backward), the loss, the optimizer and their sum per_step (targets/qemu.py).
     instructions: dict[str, Any] | None = None
+    # qemu and hardware: what the node's ARM image takes per memory region, from its ELF
+    # (build/elfsize.py), beside the plan's flash_bytes and sram_bytes above.
+    elf: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         doc = {
@@ -57,6 +60,8 @@ class NodeSummary:
             "idle_s": round(self.idle_s, 6),
             "bytes_sent": self.bytes_sent,
         }
+        if self.elf is not None:
+            doc["elf"] = self.elf
         if self.instructions is not None:
             doc["instructions"] = self.instructions
         return doc
@@ -186,6 +191,32 @@ def instruction_rows(summary: RunSummary) -> list[tuple[str, ...]]:
     return rows
 
 
+ELF_COLUMNS = ("node", "region", "kind", "used", "capacity", "plan")
+
+
+def elf_rows(summary: RunSummary) -> list[tuple[str, ...]]:
+    """One row per memory region of each node's ARM image (ELF_COLUMNS); the plan's figures on
+    the node's first row. Empty when no node has an ARM image (sim)."""
+    rows: list[tuple[str, ...]] = []
+    for n in summary.nodes:
+        if n.elf is None:
+            continue
+        plan = f"SRAM {n.sram_bytes:,}, flash {n.flash_bytes:,}"
+        for i, r in enumerate(n.elf["regions"]):
+            used, capacity = r["used_bytes"], r["capacity"]
+            rows.append(
+                (
+                    n.name if i == 0 else "",
+                    r["name"],
+                    r["kind"],
+                    f"{used:,}",
+                    f"{capacity:,} ({_pct(used, capacity)})",
+                    plan if i == 0 else "",
+                )
+            )
+    return rows
+
+
 def report_markdown(summary: RunSummary) -> str:
     """The run as markdown: for report.md and the GitHub Actions job summary."""
     lines = [
@@ -207,6 +238,17 @@ def report_markdown(summary: RunSummary) -> str:
             f"| {n.compute_s:.3f} | {n.comm_s:.3f} | {n.idle_s:.3f} | {n.bytes_sent:,} |"
         )
     lines += [f"\nNode times above: {summary.time_source}; the wall time: host clock.", ""]
+    rows = elf_rows(summary)
+    if rows:
+        lines += [
+            "Memory of each node's image per region, from its ELF (source: elf), beside the "
+            "memory plan's SRAM and flash above (source: plan):",
+            "",
+            "| " + " | ".join(ELF_COLUMNS) + " |",
+            "|---|---|---|---:|---:|---|",
+            *("| " + " | ".join(row) + " |" for row in rows),
+            "",
+        ]
     run = summary.modelled_run()
     if run is not None:
         lines += [

@@ -27,6 +27,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from nmcm_deploy import profiles
+from nmcm_deploy.build import arm
 from nmcm_deploy.build.elfsize import elf_sizes, measure
 from nmcm_deploy.compiler.cluster import build_model
 from nmcm_deploy.costs import planner
@@ -194,6 +195,9 @@ def test_sizes_are_read_from_the_elf(hw_builds: dict[str, HardwareBuild], name: 
         # And the report is what elfsize reads from the image again.
         sizes = elf_sizes(Path(node["image"]), profiles.mcu(node["mcu"]))
         assert [r.as_dict() for r in sizes.regions] == node["regions"]
+        # What apply's summary shows for a flashed node: the ELF beside the .bin it recorded.
+        beside = arm.image_sizes(Path(node["bin"]), "hardware", node["mcu"])
+        assert beside is not None and beside.regions == sizes.regions
 
 
 @pytest.mark.parametrize("name", manifest_ids())
@@ -292,7 +296,6 @@ def test_an_image_that_does_not_fit_fails_the_build(
     the node as not fitting, say by how much, and exit 1."""
     from typer.testing import CliRunner
 
-    from nmcm_deploy.build import arm
     from nmcm_deploy.cli import app
 
     assert hw_builds[QUICKSTART.stem].result.code == 0

@@ -189,6 +189,14 @@ def test_m4_node_trains_as_pytorch_counts_deterministically_status_and_down(
     counts = assert_counts(node, CNN_TYPES, samples=16)
     assert counts["loss"] > 0
     assert node["compute_s"] > 0  # instructions at the MCU's clock
+    # The image's memory per region, read from its ELF, beside the plan's figures.
+    elf = node["elf"]
+    assert elf["source"] == "elf" and Path(elf["image"]).suffix == ".elf"
+    regions = {r["name"]: r for r in elf["regions"]}
+    assert set(regions) == {"CODE_RAM", "DATA_RAM"}
+    assert all(0 < r["used_bytes"] <= r["capacity"] for r in regions.values())
+    assert regions["DATA_RAM"]["used_bytes"] >= node["arena_bytes"]  # the arena is in there
+    assert "from its ELF" in (tmp_path / "first" / "report.md").read_text()
 
     code, cluster = status(state, manifest)
     assert code == 0, cluster

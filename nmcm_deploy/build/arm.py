@@ -172,6 +172,17 @@ def _sizes(elf: Path, mcu_name: str) -> ElfSizes:
     return elf_sizes(elf, mcu_profile(mcu_name))
 
 
+def image_sizes(image: Path, target: str, mcu_name: str) -> ElfSizes | None:
+    """What the ARM image of a node of ``mcu_name`` built for ``target`` takes, per memory region,
+    read from its ELF beside ``image`` (the ELF itself, or the .bin flashed from it); None when
+    there is no ELF (a sim node's host executable). QEMU images are measured against QEMU's
+    memories, board images against their MCU's."""
+    elf = image.with_suffix(".elf")
+    if target not in TARGET_APPS or not elf.is_file():
+        return None
+    return _sizes(elf, QEMU_MCUS[mcu_name] if target == "qemu" else mcu_name)
+
+
 def require_tools() -> None:
     """CMake and the ARM compiler are there, else a BuildError that says how to get them."""
     for tool, package in (("cmake", "cmake"), (ARM_GCC, "gcc-arm-none-eabi")):

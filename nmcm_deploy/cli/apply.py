@@ -152,6 +152,8 @@ def _train(prepared: Prepared, state: ClusterState, artifacts: Path, quiet: bool
 
 
 def print_summary(summary: RunSummary) -> None:
+    from nmcm_deploy.artifacts import ELF_COLUMNS, elf_rows
+
     hb = terminal.human_bytes
     terminal.table(
         f"{summary.cluster}: trained in {summary.wall_time_s:.1f} s [host clock] "
@@ -187,6 +189,13 @@ def print_summary(summary: RunSummary) -> None:
             for n in summary.nodes
         ],
     )
+    rows = elf_rows(summary)
+    if rows:
+        terminal.table(
+            "memory per region from each node's image [elf], beside the memory plan [plan]",
+            list(ELF_COLUMNS),
+            rows,
+        )
     run = summary.modelled_run()
     if run is not None:
         terminal.table(

@@ -18,7 +18,7 @@ from nmcm_deploy.coordinator.link import NodeFailed, NodeLink
 from nmcm_deploy.datasets import batch_order, load_dataset
 from nmcm_deploy.errors import NmcmError
 from nmcm_deploy.protocol import Ack, MessageType, Role, SetWeights, TensorKind
-from nmcm_deploy.reconcile.state import ClusterState, JobState
+from nmcm_deploy.reconcile.state import ClusterState, JobState, NodeState
 from nmcm_deploy.targets import qemu
 from nmcm_deploy.targets.base import Prepared
 from nmcm_deploy.targets.observer import node_status
@@ -161,6 +161,25 @@ def _blame(prepared: Prepared, state: ClusterState, failure: NodeFailed) -> Node
 TIME_SOURCES = {"sim": "host clock", "qemu": "qemu instructions", "hardware": "dwt cycles"}
 
 
+def _elf(target: str, node: NodeState | None, mcu: str) -> dict[str, Any] | None:
+    """The node's ARM image per memory region, from its ELF (qemu, hardware); else None."""
+    from nmcm_deploy.build.arm import image_sizes
+
+    if node is None or not node.image:
+        return None
+    sizes = image_sizes(Path(node.image), target, mcu)
+    if sizes is None:
+        return None
+    return {
+        "source": "elf",
+        "image": str(Path(node.image).with_suffix(".elf")),
+        "regions": [
+            {"name": r.name, "kind": r.kind, "used_bytes": r.used, "capacity": r.capacity}
+            for r in sizes.regions
+        ],
+    }
+
+
 def time_source(prepared: Prepared) -> str:
     """What the nodes' figures of this run were measured with; a paced sim node's host clock
     runs at the model's pace (spec.sim.pace)."""
@@ -194,6 +213,7 @@ def _summary(
 ) -> RunSummary:
     """What the run measured, per node and epoch, with the instructions QEMU nodes logged."""
     manifest = prepared.manifest
+    recorded = prepared.store.load().nodes
     nodes = []
     for stage, timing in zip(prepared.cluster.stages, result.timing, strict=True):
         fit = stage.plan.fit
@@ -222,6 +242,7 @@ def _summary(
                 idle_s=timing.idle_s,
                 bytes_sent=timing.bytes_sent,
                 instructions=None if steps is None else steps.as_dict(),
+                elf=_elf(prepared.target, recorded.get(name), stage.plan.node.mcu),
             )
         )
     return RunSummary(
