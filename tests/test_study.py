@@ -8,7 +8,7 @@ from math import comb
 from pathlib import Path
 
 from nmcm_deploy.costs import study_doc
-from tests.cluster_helpers import write_manifest
+from tests.cluster_helpers import MLP_LAYERS, digits_npz, write_manifest
 from tests.conftest import ROOT, Result, run_nmcm
 from tests.test_planner import WIDE_CNN
 
@@ -98,3 +98,54 @@ def test_an_unknown_mcu_is_a_clear_error(tmp_path: Path) -> None:
     assert result.code == 1
     assert "unknown MCU 'stm32f999'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_sim_trains_each_configuration_to_the_same_model(tmp_path: Path) -> None:
+    """`--train sim`: the best split of one, two and three F413s, each trained on a sim cluster
+    of its own, gives the same weights bit for bit (every split is the same arithmetic)."""
+    npz = digits_npz(tmp_path / "digits.npz", flat=True, train=48, test=16)
+    manifest = write_manifest(
+        tmp_path,
+        name="study-train",
+        stages=[("f413", 0, 3), ("h7a3", 4, 5)],
+        layers=MLP_LAYERS,
+        input_shape=[64],
+        npz=npz,
+        micro_batches=2,
+    )
+    out = tmp_path / "study"
+    result = run_nmcm(
+        "study",
+        manifest,
+        *("--mcus", "stm32f413zh", "--max-nodes", "3", "--train", "sim", "--out", out),
+        *("-o", "json"),
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 0, result.output
+    doc = json.loads(result.stdout)
+    trained = doc["trained"]
+    assert [t["mcus"] for t in trained] == [["stm32f413zh"] * k for k in (1, 2, 3)]
+    best = [c["best"] for c in doc["configurations"]]
+    assert [t["split"] for t in trained] == [
+        " | ".join(f"{s['layers'][0]}-{s['layers'][1]}" for s in b["stages"]) for b in best
+    ]
+    assert len({t["split"] for t in trained}) == 3  # three different splits
+    assert doc["same_weights"] and doc["same_accuracy"]
+    assert len({t["test_accuracy"] for t in trained}) == 1
+    assert "bit for bit" in (out / "report.md").read_text()
+    # Each configuration's cluster was taken down after its run: no node left recorded.
+    states = sorted((out / "state").glob("*/state.json"))
+    assert len(states) == 3
+    assert all(json.loads(p.read_text())["nodes"] == {} for p in states)
+    assert "Traceback" not in result.stderr
+
+
+def test_train_takes_only_sim(tmp_path: Path) -> None:
+    result = run_nmcm(
+        "study",
+        ROOT / "manifests" / "quickstart.yaml",
+        *("--train", "qemu", "--out", tmp_path / "s"),
+        env={"NMCM_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.code == 1
+    assert "only sim" in result.output and "Traceback" not in result.output

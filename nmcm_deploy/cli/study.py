@@ -17,6 +17,7 @@ from nmcm_deploy.errors import NmcmError
 
 if TYPE_CHECKING:
     from nmcm_deploy.costs.study import Configuration
+    from nmcm_deploy.reconcile.study_train import TrainedConfiguration
 
 DEFAULT_MAX_NODES = 2
 
@@ -44,6 +45,14 @@ def study(
     out: Path = typer.Option(
         None, "--out", help="Folder for the results (default: .nmcm/<cluster>/study)."
     ),
+    train_on: str = typer.Option(
+        "",
+        "--train",
+        help=(
+            "sim: also train each configuration (its best split) on a sim cluster of its own "
+            "and report its accuracy, the same for every split of the same model."
+        ),
+    ),
     output: OutputFormat = output_option(),
 ) -> None:
     from nmcm_deploy import profiles
@@ -56,6 +65,8 @@ def study(
 
     # The study places the model on other sequences of MCUs: the manifest's own stages need not
     # fit (a model too big for the nodes it names is what a study is for).
+    if train_on not in ("", "sim"):
+        raise NmcmError(f"--train {train_on!r}: only sim is supported", hint="use --train sim")
     manifest = load_manifest(file, fit=False)
     chosen = [m.strip() for m in mcus.split(",") if m.strip()] or list(profiles.mcu_names())
     unknown = [m for m in chosen if m not in profiles.mcu_names()]
@@ -87,8 +98,21 @@ def study(
         "test_samples": test,
         "configurations": st.as_dict(configurations),
     }
+    trained = []
+    if train_on == "sim":
+        from nmcm_deploy.reconcile.study_train import train_configurations
+
+        def trained_one(done: int, total: int, c: Configuration) -> None:
+            if output is OutputFormat.text:
+                terminal.info(f"[{done}/{total}] trained {c.label} on sim")
+
+        trained = train_configurations(file, manifest, configurations, folder, progress=trained_one)
+        doc["trained"] = [t.as_dict() for t in trained]
+        accuracies = {t.test_accuracy for t in trained}
+        doc["same_accuracy"] = len(accuracies) <= 1
+        doc["same_weights"] = len({t.weights_sha256 for t in trained}) <= 1
     atomic_write(folder / "study.json", (json.dumps(doc, indent=2) + "\n").encode())
-    atomic_write(folder / "report.md", report(manifest.name, configurations).encode())
+    atomic_write(folder / "report.md", report(manifest.name, configurations, trained).encode())
     plot_epochs(configurations, folder / "epoch.png")
     plot_memory(configurations, folder / "memory.png")
     if output is OutputFormat.json:
@@ -107,10 +131,36 @@ def study(
             for c in configurations
         ],
     )
+    if trained:
+        terminal.table(
+            "trained on sim (best split of each configuration) [host clock]",
+            ["configuration", "split", "micro-batches", "test acc.", "loss", "wall s"],
+            [
+                (
+                    " -> ".join(m.removeprefix("stm32") for m in t.mcus),
+                    t.split,
+                    t.micro_batches,
+                    "-" if t.test_accuracy is None else f"{t.test_accuracy:.4f}",
+                    f"{t.loss:.4f}",
+                    f"{t.wall_time_s:.2f}",
+                )
+                for t in trained
+            ],
+        )
+        if doc["same_weights"]:
+            terminal.info("every split trained to the same weights, bit for bit")
+        elif doc["same_accuracy"]:
+            terminal.info("every split reached the same accuracy")
+        else:
+            terminal.warning("the splits reached different accuracies: see report.md")
     terminal.success(f"report.md, study.json, epoch.png and memory.png written to {folder}")
 
 
-def report(cluster: str, configurations: Sequence[Configuration]) -> str:
+def report(
+    cluster: str,
+    configurations: Sequence[Configuration],
+    trained: Sequence[TrainedConfiguration] = (),
+) -> str:
     lines = [
         f"# nmcm study: `{cluster}`",
         "",
@@ -131,6 +181,24 @@ def report(cluster: str, configurations: Sequence[Configuration]) -> str:
             f"| {f'{worst.epoch_s:.2f}' if worst and worst.epoch_s else '-'} "
             f"| {len(fitting)} / {len(c.splits)} |"
         )
+    if trained:
+        same = len({t.weights_sha256 for t in trained}) == 1
+        lines += [
+            "",
+            "Each configuration's best split trained on a sim cluster (`--train sim`; times: host "
+            "clock). Every split computes the same model: "
+            + ("the trained weights are the same, bit for bit." if same else "see the accuracies."),
+            "",
+            "| configuration | split | micro-batches | test accuracy | loss | wall s |",
+            "|---|---|---:|---:|---:|---:|",
+            *(
+                f"| {' -> '.join(m.removeprefix('stm32') for m in t.mcus)} | {t.split} "
+                f"| {t.micro_batches} "
+                f"| {'-' if t.test_accuracy is None else f'{t.test_accuracy:.4f}'} "
+                f"| {t.loss:.4f} | {t.wall_time_s:.2f} |"
+                for t in trained
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
