@@ -2,7 +2,8 @@
 set of nodes, the planner's modelled epoch beside the best and the worst manual split (every split
 in every node order that fits), the single best node, and the balance limit (the whole model's
 compute shared by all nodes in proportion to their speed, no link and no bubble: a lower bound
-no split reaches). Then how long planning a large cluster takes.
+no split reaches). Beside them, the planner with `micro_batches: auto` (the count it chose in
+brackets). Then how long planning a large cluster takes.
 
     .venv/bin/python bench/planner.py
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -22,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nmcm_deploy.compiler.cluster import build_model, plan_pipeline  # noqa: E402
+from nmcm_deploy.compiler.ir import ModelIR  # noqa: E402
 from nmcm_deploy.costs import model, planner  # noqa: E402
-from nmcm_deploy.manifest import load_manifest  # noqa: E402
+from nmcm_deploy.errors import ModelError  # noqa: E402
+from nmcm_deploy.manifest import Manifest, load_manifest  # noqa: E402
 from tests.cluster_helpers import write_manifest  # noqa: E402
 from tests.test_planner import MLP, WIDE_CNN, manual_epochs  # noqa: E402
 
@@ -79,7 +83,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     print("modelled epoch, seconds (micro-batches 4, batch 16, digits: 1438 + 359 samples)\n")
     header = f"{'model':12s} {'nodes':24s} {'planner':>9s} {'best man.':>9s} {'worst man.':>10s}"
-    print(header + f" {'best node':>9s} {'limit':>9s}  planner's split")
+    print(header + f" {'best node':>9s} {'limit':>9s} {'auto m':>13s}  planner's split")
     for label, (layers, shape) in MODELS.items():
         for nodes in NODE_SETS:
             path = write_manifest(
@@ -104,7 +108,8 @@ def main() -> None:
                 f"{label:12s} {'+'.join(nodes):24s} {fmt(best)} "
                 f"{fmt(min(manual.values()) if manual else None)} "
                 f"{fmt(max(manual.values()) if manual else None):>10s} "
-                f"{fmt(min(singles) if singles else None)} {fmt(balance_limit(path))}  {split}"
+                f"{fmt(min(singles) if singles else None)} {fmt(balance_limit(path))} "
+                f"{auto_micro_batches(manifest, ir):>13s}  {split}"
             )
     print("\nplanning time, host clock (the search and the ranking of its shortlist):")
     for nodes, layers in ((8, 10), (16, 20), (64, 30)):
@@ -119,6 +124,17 @@ def main() -> None:
             f"{len(plan.best.pipeline)} stages, {len(plan.unused)} nodes unused, "
             f"{'every split ranked' if plan.exhaustive else f'{plan.searched} ranked'}"
         )
+
+
+def auto_micro_batches(manifest: Manifest, ir: ModelIR) -> str:
+    """The planner's epoch with `micro_batches: auto`, and the count it chose."""
+    auto = replace(manifest, training=replace(manifest.training, micro_batches_auto=True))
+    try:
+        chosen = planner.resolve_manifest(auto, ir)
+    except ModelError:
+        return "-"
+    plan = planner.plan_stages(chosen, ir, TRAIN, TEST)
+    return f"{plan.best.epoch_s:.2f} (m={chosen.training.micro_batches})"
 
 
 def planner_split(pipeline: tuple[tuple[str, int, int], ...]) -> str:
