@@ -71,6 +71,7 @@ class FakeBoard:
     connect_fails: str | None = None  # opening the session fails: the MCU does not answer
     on_reset: Callable[[FakeBoard], None] | None = None  # what the firmware does after a reset
     flash: bytearray = field(default_factory=bytearray)
+    ram: dict[int, int] = field(default_factory=dict)  # RAM by address; unwritten bytes read 0
     resets: int = 0
     sessions_opened: int = 0
 
@@ -205,8 +206,11 @@ class FakeTarget:
         self.world.record("read_memory_block8", addr=addr, size=size)
         b = self.board
         start = addr - b.flash_base
-        assert start >= 0 and start + size <= b.flash_size, "read outside flash"
-        return list(b.flash[start : start + size])
+        if 0 <= start < b.flash_size:
+            assert start + size <= b.flash_size, "read past the end of flash"
+            return list(b.flash[start : start + size])
+        assert addr >= 0x20000000, "read outside flash and RAM"
+        return [b.ram.get(addr + i, 0) for i in range(size)]
 
     def reset(self) -> None:
         self.world.record("reset", unique_id=self.board.unique_id)

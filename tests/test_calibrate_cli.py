@@ -35,7 +35,12 @@ def test_calibration_reproduces_the_shipped_weights(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "hardware"], "unknown calibration target 'hardware'"),
+        (["--target", "board"], "unknown calibration target 'board'"),
+        (["--target", "hardware"], "--manifest FILE and --node NAME"),
+        (
+            ["--target", "hardware", "--manifest", "manifests/quickstart.yaml", "--node", "f999"],
+            "has no node 'f999'",
+        ),
         (["--target", "qemu", "--core", "cortex-m0"], "unknown core 'cortex-m0'"),
     ],
 )

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from nmcm_deploy.compiler.cluster import ClusterPlan, build_model, plan_cluster
-from nmcm_deploy.costs.model import seconds_per_instruction, stage_models
+from nmcm_deploy.costs.model import seconds_per_unit, stage_models
 from nmcm_deploy.costs.pace import pace_tables
 from nmcm_deploy.costs.planner import resolve
 from nmcm_deploy.manifest import load_manifest
@@ -134,7 +134,7 @@ def test_pace_tables_state_the_cost_models_times(example: str) -> None:
     _, ir = build_model(manifest)
     plan: ClusterPlan = plan_cluster(manifest, ir, resolve)
     tables = pace_tables(plan, manifest.training, 2.5)
-    models = stage_models(plan, manifest.training)
+    models = stage_models(plan, manifest.training, timed=True)
     assert len(tables) == len(plan.stages)
     for table, model, stage in zip(tables, models, plan.stages, strict=True):
         rows = [line.split() for line in table.splitlines() if not line.startswith("#")]
@@ -144,7 +144,7 @@ def test_pace_tables_state_the_cost_models_times(example: str) -> None:
             directives[(r[0], r[1]) if layered else r[0]] = r[2:] if layered else r[1:]
         assert directives["scale"] == ["2.5"]
         assert directives["layers"] == [str(len(stage.layers))]
-        sec = seconds_per_instruction(stage.profile)
+        sec = seconds_per_unit(stage.profile, model.weights)
         for i in range(len(stage.layers)):
             for kind, cost in (("forward", model.forward), ("backward", model.backward)):
                 per_call, per_sample = map(float, directives[(kind, str(i))])

@@ -15,6 +15,7 @@ linked for other memories than the profile says.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +160,22 @@ def read_sections(path: Path) -> tuple[list[SectionSize], dict[str, int]]:
         raise BuildError(f"cannot read the ELF {path}: {exc}") from None
     sections.sort(key=lambda s: (s.vma, s.name))
     return sections, symbols
+
+
+def symbol_addresses(path: Path, names: Sequence[str]) -> dict[str, int]:
+    """The addresses of the image's symbols ``names`` (those it has)."""
+    wanted = set(names)
+    found: dict[str, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            for sec in ELFFile(fh).iter_sections():
+                if isinstance(sec, SymbolTableSection):
+                    for sym in sec.iter_symbols():
+                        if sym.name in wanted:
+                            found[sym.name] = int(sym["st_value"])
+    except (OSError, ELFError) as exc:
+        raise BuildError(f"cannot read the ELF {path}: {exc}") from None
+    return found
 
 
 def _placed(sec: Section, loads: list[Segment]) -> SectionSize:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.ir import LayerKind, ModelIR
@@ -28,7 +30,17 @@ from nmcm_deploy.costs.features import (
     loss_kernel,
     step_features,
 )
-from nmcm_deploy.costs.measure import Calibration, EntryInstructions, SuiteEntry, measure
+from nmcm_deploy.costs.measure import (
+    Calibration,
+    EntryInstructions,
+    SuiteEntry,
+    board_entries,
+    measure,
+    measure_board,
+)
+
+if TYPE_CHECKING:
+    from nmcm_deploy.flash.pyocd_session import FlashRequest
 
 FIT_SEED = 1
 CHECK_SEED = 2
@@ -195,6 +207,25 @@ def fit_coefficients(calibration: Calibration, source: str) -> Coefficients:
             for piece, result in sorted(fits.items(), key=lambda item: item[0].label)
         },
     )
+
+
+def calibrate_board(
+    mcu_name: str,
+    board: str,
+    request: Callable[[Path], FlashRequest],
+    *,
+    step: Callable[[str], None] | None = None,
+    run: Callable[..., Calibration] = measure_board,
+) -> Coefficients:
+    """Measure the fit suite's entries that fit the board in DWT cycles on a ``mcu_name`` board
+    (flashed and read through the probe ``request`` names) and fit its cycle weights."""
+    suite = board_entries(fit_suite(), mcu_name)
+    calibration = run(suite, mcu_name, board, request, step=step)
+    source = (
+        f"dwt cycles on {board} ({mcu_name}): {len(suite)} models of the fit suite that fit its "
+        f"SRAM (costs/calibrate.py), image {calibration.image.key[:12]}"
+    )
+    return replace(fit_coefficients(calibration, source), unit="cycles", mcu=mcu_name)
 
 
 def calibrate_qemu(

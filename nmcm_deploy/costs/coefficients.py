@@ -96,6 +96,10 @@ class Coefficients:
     loss: Weights
     step: Weights
     quality: dict[str, Any] = field(default_factory=dict)  # per piece: points, errors
+    # What a weight times a feature counts: "instructions" (QEMU, per core build) or "cycles"
+    # (DWT, on a board: per MCU, with its clock's wait states and caches in them).
+    unit: str = "instructions"
+    mcu: str = ""  # the MCU a board calibration was measured on ("" for a core's)
 
     def layer(self, kind: str, direction: str) -> Weights:
         try:
@@ -115,6 +119,8 @@ class Coefficients:
             "loss": self.loss,
             "step": self.step,
             "quality": self.quality,
+            "unit": self.unit,
+            **({"mcu": self.mcu} if self.mcu else {}),
         }
 
 
@@ -139,11 +145,19 @@ def load(path: Path) -> Coefficients:
             loss=_weights(doc["loss"]),
             step=_weights(doc["step"]),
             quality=dict(doc.get("quality") or {}),
+            unit=_unit(doc.get("unit", "instructions")),
+            mcu=str(doc.get("mcu", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CoefficientsError(
             f"{path} is malformed ({exc!r})", hint="re-run `nmcm calibrate`"
         ) from None
+
+
+def _unit(raw: Any) -> str:
+    if raw not in ("instructions", "cycles"):
+        raise ValueError(f"unit must be instructions or cycles, not {raw!r}")
+    return str(raw)
 
 
 def _weights(raw: Any) -> Weights:
@@ -181,6 +195,28 @@ def calibrated_path(core: str) -> Path:
     from nmcm_deploy.reconcile.state import state_root
 
     return state_root() / "costs" / f"{core}.yaml"
+
+
+def board_path(mcu: str) -> Path:
+    """Where `nmcm calibrate --target hardware` writes the cycle weights of ``mcu``: under the
+    state folder, where they take precedence over any instruction weights for that MCU."""
+    from nmcm_deploy.reconcile.state import state_root
+
+    return state_root() / "costs" / f"{mcu}.yaml"
+
+
+def board_calibration(mcu: str) -> Coefficients | None:
+    """This machine's board calibration of ``mcu`` (cycles), if there is one."""
+    path = board_path(mcu)
+    if not path.exists():
+        return None
+    found = load(path)
+    if found.unit != "cycles" or found.mcu != mcu:
+        raise CoefficientsError(
+            f"{path} is not a board calibration of {mcu} (unit {found.unit}, mcu {found.mcu!r})",
+            hint=f"re-run `nmcm calibrate --target hardware` on a {mcu} board, or remove it",
+        )
+    return found
 
 
 def current(core: str) -> tuple[Coefficients, Path]:

@@ -30,10 +30,12 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,7 +48,7 @@ from nmcm_deploy.build.arm import (
     require_tools,
 )
 from nmcm_deploy.build.arm import cache_dir as build_cache_dir
-from nmcm_deploy.build.elfsize import ElfSizes
+from nmcm_deploy.build.elfsize import ElfSizes, elf_sizes, symbol_addresses
 from nmcm_deploy.build.elfsize import measure as measure_elf
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
 from nmcm_deploy.build.steps import build_lock
@@ -59,10 +61,21 @@ from nmcm_deploy.profiles import mcu, mcu_names
 from nmcm_deploy.protocol import LossKind
 from nmcm_deploy.targets.qemu import QEMU, emulator
 
+if TYPE_CHECKING:
+    from nmcm_deploy.flash.pyocd_session import FlashRequest
+
 CORES = ("cortex-m4", "cortex-m7")
 APP = "calibrate-qemu"
 TARGET = "nmcm-calibrate-qemu"  # the CMake target and the image's file name
 BOARD = "qemu-mps2"
+BOARD_APP = "calibrate-board"  # the same program on a Nucleo board, timed in DWT cycles
+BOARD_TARGET = "nmcm-calibrate-board"
+# What the image keeps in RAM for a debug probe (firmware/apps/calibrate-qemu/main_calibrate.cpp)
+LOG_SYMBOL = "nmcm_calibration_log"
+LOG_USED_SYMBOL = "nmcm_calibration_log_used"
+STATE_SYMBOL = "nmcm_calibration_state"
+LOG_BYTES = 16384  # NMCM_CALIBRATION_LOG_BYTES
+STATES = {0x52554E31: "running", 0x454E4F44: "done", 0x4C494146: "failed", 0x4C465653: "overflow"}
 SUITE_NAME = "calibration.suite"
 HEADER_NAME = "nmcm_calibration.h"  # beside the suite: what the image's build needs of it
 DEFAULT_TIMEOUT_S = 600.0
@@ -137,8 +150,8 @@ class SuiteFiles:
 class CalibrationImage:
     key: str
     core: str
-    machine: str  # QEMU's board: mps2-an386 | mps2-an500
-    elf: Path
+    machine: str  # QEMU's board (mps2-an386 | mps2-an500), or the MCU of a board image
+    elf: Path  # a board image's .bin is beside it
     sizes: ElfSizes
     rebuilt: bool  # False: it came from the cache
 
@@ -394,22 +407,27 @@ def write_suite(entries: Sequence[SuiteEntry], path: Path) -> SuiteFiles:
 # --- the image -----------------------------------------------------------------------------------
 
 
-def calibration_key(suite: bytes, header: bytes, machine: str) -> str:
+def calibration_key(
+    suite: bytes, header: bytes, machine: str, board: str = BOARD, app: str = APP
+) -> str:
     """The build key of a calibration image: everything it is built from."""
     parts = [
-        APP,
+        app,
         source_digest(firmware_dir()),
         hashlib.sha256(suite).hexdigest(),
         hashlib.sha256(header).hexdigest(),
         machine,
-        BOARD,
+        board,
         compiler_id(ARM_GCC),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _image(key: str, core: str, machine: str, elf: Path, *, rebuilt: bool) -> CalibrationImage:
-    sizes = measure_elf(
+def _sizes(elf: Path, machine: str) -> ElfSizes:
+    """A QEMU image against QEMU's memories; a board image against its MCU's."""
+    if machine in mcu_names():
+        return elf_sizes(elf, mcu(machine))
+    return measure_elf(
         elf,
         flash_regions=QEMU_FLASH,
         sram_regions=QEMU_SRAM,
@@ -417,27 +435,42 @@ def _image(key: str, core: str, machine: str, elf: Path, *, rebuilt: bool) -> Ca
         sram_region=QEMU_SRAM[0].name,
         sram_capacity=QEMU_SRAM[0].size,
     )
-    return CalibrationImage(key, core, machine, elf, sizes, rebuilt)
+
+
+def _image(key: str, core: str, machine: str, elf: Path, *, rebuilt: bool) -> CalibrationImage:
+    return CalibrationImage(key, core, machine, elf, _sizes(elf, machine), rebuilt)
 
 
 def build_image(suite: Path, core: str) -> CalibrationImage:
     """The calibration image of the suite file ``suite`` (its ``nmcm_calibration.h`` beside it)
-    for ``core``, built into the cache unless it is there already. The suite goes in as it is:
-    a corrupt one builds, and the image refuses it when it runs."""
-    machine = qemu_machine(core)
+    for ``core`` under QEMU, built into the cache unless it is there already. The suite goes in
+    as it is: a corrupt one builds, and the image refuses it when it runs."""
+    return _build(suite, core, qemu_machine(core), BOARD, APP, TARGET)
+
+
+def build_board_image(suite: Path, mcu_name: str, board: str) -> CalibrationImage:
+    """The board calibration image (firmware/apps/calibrate-board: the same program, timed in
+    DWT cycles) of ``suite`` for ``mcu_name`` on ``board``, with its .bin beside the ELF; the
+    image's ``machine`` is the MCU."""
+    return _build(suite, mcu(mcu_name).core, mcu_name, board, BOARD_APP, BOARD_TARGET)
+
+
+def _build(
+    suite: Path, core: str, machine: str, board: str, app: str, target: str
+) -> CalibrationImage:
     try:
         suite_data = suite.read_bytes()
         header_data = suite.with_name(HEADER_NAME).read_bytes()
     except OSError as exc:
         raise BuildError(f"cannot read the calibration suite: {exc}") from None
-    key = calibration_key(suite_data, header_data, machine)
+    key = calibration_key(suite_data, header_data, machine, board, app)
     out = build_cache_dir() / "calibrate" / key[:24]
-    elf = out / f"{TARGET}.elf"
+    elf = out / f"{target}.elf"
     if elf.is_file():
         return _image(key, core, machine, elf, rebuilt=False)
 
     require_tools()
-    tree = build_tree(machine, BOARD, {}, APP)
+    tree = build_tree(machine, board, {}, app)
     with build_lock(tree) as lock:
         if elf.is_file():  # built by another process while this one waited
             return _image(key, core, machine, elf, rebuilt=False)
@@ -445,18 +478,18 @@ def build_image(suite: Path, core: str) -> CalibrationImage:
         atomic_write(out / SUITE_NAME, suite_data)
         atomic_write(out / HEADER_NAME, header_data)
         log = out / "build.log"
-        log.write_text(f"# {APP} for {core} ({machine}) from {suite}\n")
+        log.write_text(f"# {app} for {core} ({machine}, {board}) from {suite}\n")
         suite_path = str((out / SUITE_NAME).resolve())
-        what = f"the calibration image for {core}"
+        what = f"the calibration image for {machine}"
         configure_and_build(
-            tree, machine, BOARD, {"NMCM_CALIBRATION_SUITE": suite_path}, TARGET, what, log, lock
+            tree, machine, board, {"NMCM_CALIBRATION_SUITE": suite_path}, target, what, log, lock
         )
-        built = tree / "apps" / APP / TARGET
+        built = tree / "apps" / app / target
         # The ELF last: its presence is what makes the cache entry complete.
-        for ext in ("map", "elf"):
-            tmp = out / f".{TARGET}.{ext}.{os.getpid()}.tmp"
-            shutil.copyfile(built.with_name(f"{TARGET}.{ext}"), tmp)
-            tmp.replace(out / f"{TARGET}.{ext}")
+        for ext in ("map", "bin", "elf"):
+            tmp = out / f".{target}.{ext}.{os.getpid()}.tmp"
+            shutil.copyfile(built.with_name(f"{target}.{ext}"), tmp)
+            tmp.replace(out / f"{target}.{ext}")
     return _image(key, core, machine, elf, rebuilt=True)
 
 
@@ -562,6 +595,106 @@ def _labelled(entry: SuiteEntry, counts: EntryCounts, where: str, log: str) -> E
         loss=counts.loss,
         step=counts.step,
     )
+
+
+def read_board_log(
+    target: Any,
+    addresses: dict[str, int],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """What a running board calibration image keeps in RAM, read through pyOCD's ``target``
+    once its state says it is over: the text of its log. CalibrationError if it failed, its log
+    overflowed, or it is still running after ``timeout_s``."""
+
+    def word(name: str) -> int:
+        return int.from_bytes(bytes(target.read_memory_block8(addresses[name], 4)), "little")
+
+    deadline = clock() + timeout_s
+    state = STATES.get(word(STATE_SYMBOL), "not started")
+    while state in ("running", "not started") and clock() < deadline:
+        sleep(poll_s)
+        state = STATES.get(word(STATE_SYMBOL), "not started")
+    used = min(word(LOG_USED_SYMBOL), LOG_BYTES)
+    log = bytes(target.read_memory_block8(addresses[LOG_SYMBOL], used)) if used else b""
+    text = log.decode(errors="replace")
+    if state != "done":
+        why = {
+            "failed": "stopped on an error",
+            "overflow": f"filled its {LOG_BYTES}-byte RAM log",
+        }.get(state, f"did not finish within {timeout_s:.0f} s (state: {state})")
+        raise CalibrationError(
+            f"the board calibration image {why}:\n{_tail(text)}", returncode=None, log=text
+        )
+    return text
+
+
+def board_addresses(image: CalibrationImage) -> dict[str, int]:
+    """Where the image keeps its RAM log, from its ELF."""
+    names = (LOG_SYMBOL, LOG_USED_SYMBOL, STATE_SYMBOL)
+    found = symbol_addresses(image.elf, names)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise BuildError(f"{image.elf} has no symbol {missing[0]}: not a calibration image")
+    return found
+
+
+def board_entries(entries: Sequence[SuiteEntry], mcu_name: str) -> list[SuiteEntry]:
+    """The entries whose arena fits ``mcu_name`` beside the image itself (its runtime reserve
+    and the RAM log): a board has far less RAM than QEMU's machines."""
+    profile = mcu(mcu_name)
+    budget = profile.sram_capacity - profile.runtime_sram_reserve - LOG_BYTES
+    return [e for e in entries if entry_blob(e)[1] <= budget]
+
+
+def measure_board(
+    entries: Sequence[SuiteEntry],
+    mcu_name: str,
+    board: str,
+    request: Callable[[Path], FlashRequest],
+    *,
+    step: Callable[[str], None] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Calibration:
+    """Measure every entry's training step on a board of ``mcu_name``: write the suite, build its
+    board image, flash it through the probe ``request(bin)`` names, let it run and read its RAM
+    log back through the probe. The figures are DWT cycles of the board itself."""
+    from nmcm_deploy.flash.pyocd_session import flash
+
+    calibrate = build_cache_dir() / "calibrate"
+    calibrate.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".suite-", dir=calibrate) as folder:
+        files = write_suite(entries, Path(folder) / SUITE_NAME)
+        image = build_board_image(files.suite, mcu_name, board)
+    if not image.sizes.fits:
+        raise BuildError(
+            f"the calibration image does not fit {mcu_name}: {image.sizes.shortfall()}"
+        )
+    addresses = board_addresses(image)
+    logs: list[str] = []
+    flash(
+        request(image.elf.with_suffix(".bin")),
+        step=step,
+        after_reset=lambda target: logs.append(
+            read_board_log(target, addresses, timeout_s=timeout_s)
+        ),
+    )
+    (log,) = logs
+    counts, done = parse_log(log)
+    if not done or len(counts) != len(entries):
+        raise CalibrationError(
+            f"the board measured {len(counts)} of {len(entries)} entries:\n{_tail(log)}",
+            returncode=None,
+            log=log,
+        )
+    measured = tuple(
+        _labelled(entry, c, f"entries[{i}]", log)
+        for i, (entry, c) in enumerate(zip(entries, counts, strict=True))
+    )
+    return Calibration(image.core, image, measured)
 
 
 def measure(

@@ -174,6 +174,12 @@ def seconds_per_instruction(mcu: McuProfile) -> float:
     return mcu.cycles_per_instruction.value / mcu.clock_hz
 
 
+def seconds_per_unit(mcu: McuProfile, weights: coef.Coefficients) -> float:
+    """Seconds per what ``weights`` count on ``mcu``: a cycle, or an instruction at the
+    profile's cycles per instruction."""
+    return 1.0 / mcu.clock_hz if weights.unit == "cycles" else seconds_per_instruction(mcu)
+
+
 def board_of(node: NodeSpec) -> str:
     """The node's board: the manifest's, else the one board profile carrying its MCU."""
     if node.board:
@@ -187,14 +193,41 @@ def current_coefficients(core: str) -> coef.Coefficients:
     return coef.current(core)[0]
 
 
+@cache
+def board_coefficients(mcu: str) -> coef.Coefficients | None:
+    """This machine's board calibration of ``mcu`` (coefficients.board_calibration), read once."""
+    return coef.board_calibration(mcu)
+
+
+def timing_weights(
+    mcu: McuProfile, coefficients: CoefficientsOf = current_coefficients
+) -> coef.Coefficients:
+    """The weights the model times ``mcu`` with: its board calibration (cycles measured by the
+    DWT, `nmcm calibrate --target hardware`) where this machine has one, else its core's
+    instruction weights."""
+    return board_coefficients(mcu.name) or coefficients(mcu.core)
+
+
 def stage_models(
-    plan: ClusterPlan, training: TrainingSpec, coefficients: CoefficientsOf = current_coefficients
+    plan: ClusterPlan,
+    training: TrainingSpec,
+    coefficients: CoefficientsOf = current_coefficients,
+    *,
+    timed: bool = False,
 ) -> list[StageModel]:
-    """The model of every stage of ``plan``, stage 0 first."""
+    """The model of every stage of ``plan``, stage 0 first: in instructions, or with ``timed``
+    in what the stage's MCU is timed with (timing_weights: cycles where a board calibration
+    exists; seconds_per_unit turns either into seconds)."""
     count = len(plan.stages)
     loss = loss_kernel(training.loss, plan.ir.layers[-1].kind is LayerKind.SOFTMAX)
     return [
-        StageModel(s.layers, coefficients(s.profile.core), k == 0, k == count - 1, loss)
+        StageModel(
+            s.layers,
+            timing_weights(s.profile, coefficients) if timed else coefficients(s.profile.core),
+            k == 0,
+            k == count - 1,
+            loss,
+        )
         for k, s in enumerate(plan.stages)
     ]
 
@@ -215,12 +248,13 @@ def estimate(
     """The modelled training of ``plan`` under ``training`` on a dataset of ``train_samples``
     training and ``test_samples`` test samples, per epoch."""
     models = stage_models(plan, training, coefficients)
+    timed = stage_models(plan, training, coefficients, timed=True)
     momentum = training.optimizer.momentum != 0.0
     decay = training.optimizer.weight_decay != 0.0
     links = [node_link(s.node) for s in plan.stages]
     stages = [
-        m.times(seconds_per_instruction(s.profile), momentum, decay)
-        for m, s in zip(models, plan.stages, strict=True)
+        m.times(seconds_per_unit(s.profile, m.weights), momentum, decay)
+        for m, s in zip(timed, plan.stages, strict=True)
     ]
     window = (
         1
@@ -243,20 +277,19 @@ def estimate(
 
     sizes = micro_batch_sizes(training.batch_size, training.micro_batches)
     nodes = []
-    for k, (m, s) in enumerate(zip(models, plan.stages, strict=True)):
-        cycles = s.profile.cycles_per_instruction.value
+    for k, (m, t, s) in enumerate(zip(models, timed, plan.stages, strict=True)):
+        # Cycles: the board calibration's own, else the instructions at the profile's CPI.
+        per_unit = 1.0 if t.weights.unit == "cycles" else s.profile.cycles_per_instruction.value
         costs = []
         for i, layer in enumerate(s.layers):
-            fwd = sum(m.forward(i, n) for n in sizes)
-            bwd = sum(m.backward(i, n) for n in sizes)
             costs.append(
                 LayerCost(
                     s.first + i,
                     layer.kind.label,
-                    round(fwd),
-                    round(bwd),
-                    round(fwd * cycles),
-                    round(bwd * cycles),
+                    round(sum(m.forward(i, n) for n in sizes)),
+                    round(sum(m.backward(i, n) for n in sizes)),
+                    round(per_unit * sum(t.forward(i, n) for n in sizes)),
+                    round(per_unit * sum(t.backward(i, n) for n in sizes)),
                 )
             )
         nodes.append(

@@ -16,7 +16,7 @@ from nmcm_deploy.costs.model import (
     CoefficientsOf,
     current_coefficients,
     node_link,
-    seconds_per_instruction,
+    seconds_per_unit,
     stage_models,
 )
 from nmcm_deploy.manifest.model import TrainingSpec
@@ -40,9 +40,9 @@ def pace_tables(
     decay = training.optimizer.weight_decay != 0.0
     tables = []
     for k, (model, stage) in enumerate(
-        zip(stage_models(plan, training, coefficients), plan.stages, strict=True)
+        zip(stage_models(plan, training, coefficients, timed=True), plan.stages, strict=True)
     ):
-        sec = seconds_per_instruction(stage.profile)
+        sec = seconds_per_unit(stage.profile, model.weights)
         link = node_link(stage.node)
         per_byte = 8 / (link.sck_hz * link.efficiency)
         rows = [

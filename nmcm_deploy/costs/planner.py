@@ -100,8 +100,8 @@ def _ranges(manifest: Manifest, ir: ModelIR, types: Sequence[NodeType]) -> _Rang
     control = frame_bytes(CONTROL_PAYLOAD)
     out = _Ranges({}, {}, {})
     for t, kind in enumerate(types):
-        weights = model.current_coefficients(kind.mcu.core)
-        sec = model.seconds_per_instruction(kind.mcu)
+        weights = model.timing_weights(kind.mcu)
+        sec = model.seconds_per_unit(kind.mcu, weights)
         link = W5500Link.of_board(board(kind.board))
         for i in range(count):
             for j in range(i, count):

@@ -255,8 +255,11 @@ def flash(
     request: FlashRequest,
     step: Callable[[str], None] | None = None,
     progress: Callable[[float], None] | None = None,
+    after_reset: Callable[[Any], None] | None = None,
 ) -> FlashResult:
-    """Connect to the node's probe, program the image, verify it by reading back, reset.
+    """Connect to the node's probe, program the image, verify it by reading back, reset; then
+    ``after_reset(target)`` while the session is still open (reading what the image leaves in
+    RAM: the board calibration).
 
     Raises a FlashError subclass naming the node; ``flash_touched`` on it says whether the board's
     flash may have changed (connecting does not; erasing and programming do)."""
@@ -333,6 +336,13 @@ def flash(
             raise _touched(
                 FlashError(request.node, f"reset after flashing failed: {_pyocd_error(exc)}")
             ) from None
+        if after_reset is not None:
+            try:
+                after_reset(target)
+            except (errors.Error, OSError) as exc:
+                raise _touched(
+                    FlashError(request.node, f"reading the board failed: {_pyocd_error(exc)}")
+                ) from None
     finally:
         with contextlib.suppress(Exception), _quiet_stdout():
             session.close()

@@ -1,16 +1,22 @@
 // The calibration image (README.md here): instructions of the very layer kernels a node runs, on
 // QEMU's MPS2 image of a core (mps2-an386 for the Cortex-M4 build, mps2-an500 for the Cortex-M7
-// one), over a suite of models. For each entry of the embedded suite it loads the entry's blob (a
-// whole model as one stage), fills the input with pseudo-random floats and the labels with class
-// ids, and runs one training step exactly as a node runs a batch that is one micro-batch
-// (runtime/src/batch.cpp): zero_grad, forward, loss_backward_seed, backward, sgd_step. The
-// node's stopwatch (../node-qemu/stage_stopwatch.h) times every layer's forward and backward, the
-// loss and the step; one line per entry goes to the log (semihosting):
+// one), over a suite of models. The board image (../calibrate-board) is this same program timed
+// by the DWT cycle counter instead: cycles on the Nucleo board itself. For each entry of the
+// embedded suite it loads the entry's blob (a whole model as one stage), fills the input with
+// pseudo-random floats and the labels with class ids, and runs one training step exactly as a node
+// runs a batch that is one micro-batch (runtime/src/batch.cpp): zero_grad, forward,
+// loss_backward_seed, backward, sgd_step. The node's stopwatch (../node-qemu/stage_stopwatch.h)
+// times every layer's forward and backward, the loss and the step; one line per entry goes to the
+// log (semihosting):
 //
 //   calibrate entry=3 samples=16 forward=9880,3240,... backward=20920,...,0 loss=1400 step=6200
 //
 // then `calibrate done`, and QEMU exits with status 0. A suite or blob that fails a check, or a
 // step the executor refuses, is one `fatal: ...` line and exit status 1.
+//
+// Every line is also kept in RAM, for a debug probe to read where the log UART is not what nmcm
+// reads (boards): `nmcm_calibration_log` holds `nmcm_calibration_log_used` bytes of text, and
+// `nmcm_calibration_state` says kRunning, kDone or kFailed (kOverflow: a line did not fit).
 #include <cstdint>
 
 #include "nmcm/config.h"
@@ -27,6 +33,18 @@
 // suite_data.S: the suite's bytes in the image and their count.
 extern "C" const std::uint8_t nmcm_calibration_suite[];
 extern "C" const std::uint32_t nmcm_calibration_suite_size;
+
+#ifndef NMCM_CALIBRATION_LOG_BYTES
+#define NMCM_CALIBRATION_LOG_BYTES 16384
+#endif
+
+// Read by the host through the debug probe (nmcm_deploy/costs/measure.py, board_log): the names
+// and the state values are that contract.
+extern "C" {
+char nmcm_calibration_log[NMCM_CALIBRATION_LOG_BYTES];
+volatile std::uint32_t nmcm_calibration_log_used;
+volatile std::uint32_t nmcm_calibration_state;
+}
 
 namespace {
 
@@ -47,6 +65,40 @@ struct StepFigures {
   std::uint64_t step;
 };
 StepFigures g_figures;
+
+// Values unlikely to be left in RAM by chance (whatever ran before, or power-on contents).
+enum CalibrationState : std::uint32_t {
+  kRunning = 0x52554E31,
+  kDone = 0x454E4F44,
+  kFailed = 0x4C494146,
+  kOverflow = 0x4C465653,  // a line did not fit the RAM log
+};
+
+// One line to the RAM log.
+void keep(const char* text) {
+  std::uint32_t used = nmcm_calibration_log_used;
+  std::uint32_t n = 0;
+  while (text[n] != '\0') ++n;
+  if (used + n + 1 > sizeof nmcm_calibration_log) {
+    nmcm_calibration_state = kOverflow;
+    return;
+  }
+  for (std::uint32_t i = 0; i < n; ++i) nmcm_calibration_log[used + i] = text[i];
+  nmcm_calibration_log[used + n] = '\n';
+  nmcm_calibration_log_used = used + n + 1;
+}
+
+// One line to the port's log and to the RAM log.
+void say(const char* text) {
+  nmcm::port::log(text);
+  keep(text);
+}
+
+[[noreturn]] void fail(const char* text) {
+  keep(text);
+  nmcm_calibration_state = kFailed;
+  nmcm::port::fatal(text);  // logs it
+}
 
 bool time_every_piece(void*, nmcm::StagePhase, std::uint32_t, std::uint32_t) { return true; }
 
@@ -103,7 +155,7 @@ void fill_data(nmcm::Stage& stage, std::uint32_t samples, std::uint32_t seed) {
   if (status.subject != nullptr) {
     line.text(" [").text(status.subject).text(" ").sdec(status.index).text("]");
   }
-  nmcm::port::fatal(line.c_str());
+  fail(line.c_str());
 }
 
 void check(std::uint32_t entry, const char* what, const nmcm::Status& status) {
@@ -145,17 +197,20 @@ void run_entry(const nmcm::app::Suite& suite, std::uint32_t i) {
   line.text(" backward=");
   for (std::uint32_t l = 0; l < layers; ++l) line.text(l ? "," : "").dec(g_figures.backward[l]);
   line.text(" loss=").dec(g_figures.loss).text(" step=").dec(g_figures.step);
-  nmcm::port::log(line.c_str());
+  say(line.c_str());
 }
 
 }  // namespace
 
 int main() {
+  nmcm_calibration_log_used = 0;
+  nmcm_calibration_state = kRunning;
   nmcm::port::init();
   nmcm::port::Line<160> hello;
-  hello.text("nmcm calibrate on qemu-mps2: suite ").dec(nmcm_calibration_suite_size);
-  hello.text(" bytes, arena ").dec(sizeof g_arena).text(" bytes");
-  nmcm::port::log(hello.c_str());
+  hello.text("nmcm calibrate: suite ").dec(nmcm_calibration_suite_size);
+  hello.text(" bytes, arena ").dec(sizeof g_arena).text(" bytes, figures in ");
+  hello.text(nmcm::app::StageStopwatch::kUnit);
+  say(hello.c_str());
 
   nmcm::app::Suite suite{};
   const nmcm::Status checked = nmcm::app::suite_check(
@@ -167,9 +222,10 @@ int main() {
     if (checked.subject != nullptr) {
       line.text(" [").text(checked.subject).text(" ").sdec(checked.index).text("]");
     }
-    nmcm::port::fatal(line.c_str());
+    fail(line.c_str());
   }
   for (std::uint32_t i = 0; i < suite.entry_count; ++i) run_entry(suite, i);
-  nmcm::port::log("calibrate done");
-  return 0;  // the port ends QEMU with this status
+  say("calibrate done");
+  if (nmcm_calibration_state == kRunning) nmcm_calibration_state = kDone;
+  return 0;  // the port ends QEMU with this status; a board halts
 }

@@ -19,6 +19,8 @@ namespace nmcm::app {
 
 class StageStopwatch {
  public:
+  static constexpr const char* kUnit = "instructions";  // what its figures count
+
   // Asked before each piece, outside the measured window: whether to time it.
   using Begin = bool (*)(void* context, StagePhase phase, std::uint32_t layer, std::uint32_t n);
   // Told after each timed piece, outside the window: its instructions, a multiple of 40 (the
