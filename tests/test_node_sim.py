@@ -31,6 +31,7 @@ import pytest
 import torch
 import yaml
 
+from nmcm_deploy.build.host import NODE_LIBRARIES
 from nmcm_deploy.compiler.cluster import CompiledCluster, build_model, compile_cluster, write_export
 from nmcm_deploy.coordinator.job import JobConfig, TrainingJob
 from nmcm_deploy.coordinator.link import Identity, NodeFailed, NodeLink
@@ -65,6 +66,7 @@ BUILD = ROOT / "build" / "node-sim"
 # Static libraries of a node, dependents before their dependencies (firmware/apps/node/README.md).
 LIBRARIES = [
     "apps/node/libnmcm_node_host.a",
+    "apps/node/libnmcm_node_pace.a",
     "runtime/w5500/libnmcm_runtime_w5500.a",
     "runtime/libnmcm_runtime.a",
     "drivers/w5500/libnmcm_w5500.a",
@@ -74,6 +76,13 @@ LIBRARIES = [
     "core/libnmcm_core.a",
 ]
 FIRMWARE_HASH = "0123456789abcdef0123456789abcdef"
+
+
+def test_the_libraries_are_the_ones_nmcm_links() -> None:
+    """This test's hand-written link line is the README's and the one nmcm uses (build/host.py)."""
+    names = [Path(lib).name.removeprefix("lib").removesuffix(".a") for lib in LIBRARIES]
+    assert names == list(NODE_LIBRARIES)
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("g++") is None, reason="needs cmake and g++"
