@@ -1,7 +1,9 @@
 #include "pace.h"
 
-#include <sys/prctl.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <cerrno>
 #include <cstdio>
@@ -165,8 +167,10 @@ bool parse_pace_table(const char* text, PaceTable* out, char* error, std::size_t
 }
 
 Pacer::Pacer(const PaceTable& table) : table_(table) {
+#ifdef __linux__
   // Sleeps end within microseconds of their deadline, not the default 50 us of timer slack.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+#endif
 }
 
 void Pacer::attach(Stage& stage) { stage.set_probe(probe, this); }
