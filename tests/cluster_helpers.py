@@ -3,7 +3,6 @@ a small digits npz, and PyTorch's reference of the same training run."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from nmcm_deploy.compiler.cluster import build_model
 from nmcm_deploy.datasets import batch_order, load_dataset
 from nmcm_deploy.manifest import load_manifest
+from nmcm_deploy.targets.ports import free_port_block
 from tests.conftest import QUICKSTART
 from tests.engine_helpers import reference_loss
 
@@ -32,27 +32,6 @@ NODE_TEMPLATES = {
     "f413": {"mcu": "stm32f413zh", "board": "nucleo-f413zh"},
     "h7a3": {"mcu": "stm32h7a3zi", "board": "nucleo-h7a3zi-q"},
 }
-
-
-def free_port_block(count: int) -> int:
-    """A base port such that base .. base+count-1 are free on loopback right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free block of ports")
 
 
 def digits_npz(path: Path, *, flat: bool = False, train: int = 320, test: int = 80) -> Path:

@@ -8,11 +8,7 @@ weights against an unpaced run's (pacing spends time, it computes nothing)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +33,8 @@ SPLITS = {
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "state"
-    yield root
-    for path in root.glob("*/state.json"):  # nothing of the test's left running
-        for node in json.loads(path.read_text()).get("nodes", {}).values():
-            if node.get("pid"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node["pid"], signal.SIGKILL)
+def state(state_dir: Path) -> Path:
+    return state_dir  # conftest's: whatever the test left running is stopped afterwards
 
 
 def nmcm(state: Path, *args: str | Path) -> Result:

@@ -9,9 +9,9 @@ folder under the study's, then taken down. The run's metrics are what apply wrot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from nmcm_deploy.errors import NmcmError
 from nmcm_deploy.manifest.model import Manifest
 from nmcm_deploy.profiles import board as board_profile
 from nmcm_deploy.profiles import board_names
+from nmcm_deploy.targets.ports import free_port_block
 
 
 @dataclass(frozen=True)
@@ -50,24 +51,6 @@ class TrainedConfiguration:
             "wall_time_s": self.wall_time_s,
             "source": "sim (host clock)",
         }
-
-
-def free_port_block(count: int) -> int:
-    """A base port such that base .. base + count - 1 are free on loopback right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise NmcmError("no block of free loopback ports for the study's sim clusters")
 
 
 def configuration_manifest(
@@ -132,8 +115,6 @@ def train_configurations(
 ) -> list[TrainedConfiguration]:
     """Train every configuration that has a fitting split, in order; raises NmcmError naming the
     configuration whose run failed (its manifest and log stay in ``folder``)."""
-    import hashlib
-
     import torch
 
     todo = [c for c in configurations if c.best is not None]

@@ -180,3 +180,21 @@ def confirm_started(
 def tail(log: Path, lines: int = 3) -> str:
     text = log.read_text(errors="replace").strip().splitlines()[-lines:] if log.exists() else []
     return " / ".join(line.strip() for line in text) or "no output"
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base .. base + count - 1 are free on loopback right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            base = int(s.getsockname()[1])
+        if base + count >= 65000:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return base
+    raise DeployError("no block of free loopback ports")
