@@ -157,7 +157,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{2, 2, 5, 5, 3, 5, 5, 1, 1, 2, 2},    // kernel = image
                       ConvCase{2, 2, 6, 6, 2, 1, 1, 2, 2, 1, 1},    // 1x1, stride 2
                       ConvCase{1, 1, 4, 4, 1, 2, 2, 2, 2, 3, 3},    // padding larger than kernel
-                      ConvCase{2, 4, 7, 10, 5, 3, 2, 3, 2, 0, 1}),  // stride 3, odd sizes
+                      ConvCase{2, 4, 7, 10, 5, 3, 2, 3, 2, 0, 1},   // stride 3, odd sizes
+                      ConvCase{4, 1, 8, 12, 4, 1, 1, 2, 2, 1, 1}),  // 1x1, padding only rows
     [](const ::testing::TestParamInfo<ConvCase>& p) { return name(p.param); });
 
 // ---- maxpool2d ----

@@ -42,20 +42,73 @@ inline float window_max(const float* x, uint32_t w, uint32_t y0, uint32_t y1, ui
 // (ties go to the first).
 inline uint32_t window_argmax(const float* x, uint32_t w, uint32_t y0, uint32_t y1, uint32_t x0,
                               uint32_t x1) {
-  bool nan = false;
-  const float max = window_max(x, w, y0, y1, x0, x1, &nan);
   uint32_t at = y0 * w + x0;
-  bool found = false;
+  float best = x[at];
   for (uint32_t iy = y0; iy < y1; ++iy) {
     for (uint32_t ix = x0; ix < x1; ++ix) {
       const uint32_t i = iy * w + ix;
       const float v = x[i];
-      const bool hit = nan ? v != v : !found & (v == max);
+      const bool hit = (v > best) | (v != v);
+      best = hit ? v : best;
       at = hit ? i : at;
-      found |= hit;
     }
   }
   return at;
+}
+
+// The common 2×2 window at stride 2 without padding: the windows tile the input, so the maximum is
+// a plain comparison chain and the backward pass writes every input position once, with no scatter.
+// The chain is exact for finite values only; each pass also sums what it reads and returns whether
+// that sum is finite. If not (a NaN or an infinity in the plane, or a finite overflow), the caller
+// recomputes the plane with the general kernel, whose NaN handling is PyTorch's.
+inline bool is_2x2_tiling(const Geom2d& g) {
+  return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+}
+
+inline float max2(float a, float b) { return b > a ? b : a; }
+
+inline bool finite(float sum) { return sum - sum == 0.0f; }
+
+bool forward_2x2(float* o, const float* x, const Geom2d& g) {
+  float sum = 0.0f;
+  for (uint32_t oy = 0; oy < g.oh; ++oy) {
+    const float* r0 = x + size_t{2 * oy} * g.w;
+    const float* r1 = r0 + g.w;
+    float* orow = o + size_t{oy} * g.ow;
+    for (uint32_t ox = 0; ox < g.ow; ++ox, r0 += 2, r1 += 2) {
+      const float a = r0[0], b = r0[1], c = r1[0], d = r1[1];
+      sum += (a + b) + (c + d);
+      orow[ox] = max2(max2(max2(a, b), c), d);
+    }
+  }
+  return finite(sum);
+}
+
+bool backward_2x2(float* dx, const float* go, const float* x, const Geom2d& g) {
+  float sum = 0.0f;
+  // A row or column beyond the last whole window (odd sizes) gets no gradient.
+  if (g.h > 2 * g.oh) vec::fill(dx + size_t{2 * g.oh} * g.w, 0.0f, g.w);
+  if (g.w > 2 * g.ow) {
+    for (uint32_t y = 0; y < 2 * g.oh; ++y) dx[size_t{y} * g.w + 2 * g.ow] = 0.0f;
+  }
+  for (uint32_t oy = 0; oy < g.oh; ++oy) {
+    const float* r0 = x + size_t{2 * oy} * g.w;
+    const float* r1 = r0 + g.w;
+    float* d0 = dx + size_t{2 * oy} * g.w;
+    float* d1 = d0 + g.w;
+    const float* grow = go + size_t{oy} * g.ow;
+    for (uint32_t ox = 0; ox < g.ow; ++ox, r0 += 2, r1 += 2, d0 += 2, d1 += 2) {
+      // The first maximum in row-major order takes the gradient.
+      const float a = r0[0], b = r0[1], c = r1[0], d = r1[1];
+      sum += (a + b) + (c + d);
+      const float ab = max2(a, b), cd = max2(c, d);
+      const float v = grow[ox];
+      d0[0] = d0[1] = d1[0] = d1[1] = 0.0f;
+      float* pick = !(cd > ab) ? (b > a ? d0 + 1 : d0) : (d > c ? d1 + 1 : d1);
+      *pick = v;
+    }
+  }
+  return finite(sum);
 }
 
 }  // namespace
@@ -63,9 +116,11 @@ inline uint32_t window_argmax(const float* x, uint32_t w, uint32_t y0, uint32_t 
 void maxpool2d_forward(float* out, const float* in, const Geom2d& g, uint32_t n) {
   const size_t in_plane = size_t{g.h} * g.w;
   const size_t out_plane = size_t{g.oh} * g.ow;
+  const bool tiling = is_2x2_tiling(g);
   for (size_t p = 0; p < size_t{n} * g.c; ++p) {
     const float* x = in + p * in_plane;
     float* o = out + p * out_plane;
+    if (tiling && forward_2x2(o, x, g)) continue;
     for (uint32_t oy = 0; oy < g.oh; ++oy) {
       uint32_t y0, y1;
       window(oy, g.sh, g.ph, g.kh, g.h, &y0, &y1);
@@ -84,11 +139,13 @@ void maxpool2d_backward(float* din, const float* dout, const float* in, const Ge
                         uint32_t n) {
   const size_t in_plane = size_t{g.h} * g.w;
   const size_t out_plane = size_t{g.oh} * g.ow;
-  vec::fill(din, 0.0f, static_cast<uint32_t>(size_t{n} * g.c * in_plane));
+  const bool tiling = is_2x2_tiling(g);
   for (size_t p = 0; p < size_t{n} * g.c; ++p) {
     const float* x = in + p * in_plane;
     const float* go = dout + p * out_plane;
     float* dx = din + p * in_plane;
+    if (tiling && backward_2x2(dx, go, x, g)) continue;
+    vec::fill(dx, 0.0f, static_cast<uint32_t>(in_plane));
     for (uint32_t oy = 0; oy < g.oh; ++oy) {
       uint32_t y0, y1;
       window(oy, g.sh, g.ph, g.kh, g.h, &y0, &y1);
