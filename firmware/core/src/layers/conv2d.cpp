@@ -1,6 +1,7 @@
 #include "nmcm/layers/conv2d.h"
 
 #include <cstddef>
+#include <type_traits>
 
 #include "../vec.h"
 #include "tile.h"
@@ -276,11 +277,77 @@ void weight_grad_tile(float* dw, const float* dout, const float* in, const Geom2
   }
 }
 
+// The weight gradient of the 3-wide kernel at column stride 1, for the Q output channels from q,
+// input channel c and kernel row ky: the three taps of the row are summed together, over groups of
+// P adjacent output pixels that read their P + 2 input columns once (columns outside the input are
+// zeros), so each loaded input feeds up to 3·Q multiply-adds and each loaded output gradient 3.
+template <int Q, int P>
+NMCM_TILE_INLINE void weight_grad3_group(float (&acc)[Q][3], const float* const (&gq)[Q],
+                                         const float* xrow, int32_t col0, uint32_t w) {
+  float xc[P + 2];
+  if (col0 >= 0 && col0 + P + 2 <= static_cast<int32_t>(w)) {
+    NMCM_UNROLL for (int j = 0; j < P + 2; ++j) xc[j] = xrow[col0 + j];
+  } else {
+    NMCM_UNROLL for (int j = 0; j < P + 2; ++j) {
+      const int32_t col = col0 + j;
+      xc[j] = col >= 0 && col < static_cast<int32_t>(w) ? xrow[col] : 0.0f;
+    }
+  }
+  NMCM_UNROLL for (int q = 0; q < Q; ++q) {
+    NMCM_UNROLL for (int p = 0; p < P; ++p) {
+      const float gv = gq[q][p];
+      NMCM_UNROLL for (int kx = 0; kx < 3; ++kx) acc[q][kx] += gv * xc[p + kx];
+    }
+  }
+}
+
+template <int Q>
+void weight_grad3_tile(float* dw, const float* dout, const float* in, const Geom2d& g, uint32_t n,
+                       uint32_t q, uint32_t c, uint32_t ky) {
+  const size_t in_plane = size_t{g.h} * g.w, out_plane = size_t{g.oh} * g.ow;
+  const Span rows = valid_span(g.oh, g.h, 1, tap_offset(ky, g.ph));
+  const size_t taps = size_t{g.kh} * 3;
+  float* d = dw + (size_t{q} * g.c + c) * taps + size_t{ky} * 3;
+  for (uint32_t s = 0; s < n; ++s) {
+    // Each sample's sum is added to the gradient so far (see weight_grad_tile).
+    float acc[Q][3] = {};
+    const float* gs = dout + (size_t{s} * g.oc + q) * out_plane;
+    const float* xs = in + (size_t{s} * g.c + c) * in_plane;
+    for (uint32_t y = rows.lo; y < rows.hi; ++y) {
+      const float* xrow = xs + (size_t{y} + ky - g.ph) * g.w;
+      const float* gq[Q];
+      NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) gq[qq] = gs + qq * out_plane + size_t{y} * g.ow;
+      // Single pixels up to the first whose window is inside the input, groups of 4, 2 and 1
+      // while the window stays inside, then single pixels again (at most pw on each side).
+      const int32_t pw = static_cast<int32_t>(g.pw), w = static_cast<int32_t>(g.w);
+      int32_t x = 0;
+      const int32_t ow = static_cast<int32_t>(g.ow);
+      auto group = [&](auto width) {
+        constexpr int P = decltype(width)::value;
+        weight_grad3_group<Q, P>(acc, gq, xrow, x - pw, g.w);
+        NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) gq[qq] += P;
+        x += P;
+      };
+      for (; x < ow && x < pw;) group(std::integral_constant<int, 1>{});
+      while (x + 4 <= ow && x - pw + 6 <= w) group(std::integral_constant<int, 4>{});
+      while (x + 2 <= ow && x - pw + 4 <= w) group(std::integral_constant<int, 2>{});
+      while (x < ow) group(std::integral_constant<int, 1>{});
+    }
+    NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) {
+      NMCM_UNROLL for (int kx = 0; kx < 3; ++kx) d[qq * g.c * taps + kx] += acc[qq][kx];
+    }
+  }
+}
+
 template <int Q>
 void weight_grad_channels(float* dw, const float* dout, const float* in, const Geom2d& g,
                           uint32_t n, uint32_t q) {
   for (uint32_t c = 0; c < g.c; ++c) {
     for (uint32_t ky = 0; ky < g.kh; ++ky) {
+      if (g.kw == 3 && g.sw == 1 && g.sh == 1) {
+        weight_grad3_tile<Q>(dw, dout, in, g, n, q, c, ky);
+        continue;
+      }
       uint32_t kx = 0;
       for (; kx + 4 <= g.kw; kx += 4) weight_grad_tile<Q, 4>(dw, dout, in, g, n, q, c, ky, kx);
       switch (g.kw - kx) {
