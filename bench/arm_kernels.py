@@ -7,8 +7,10 @@ training step of 16 samples of three models:
 - the digits MLP;
 - a larger CNN (16 channels, 3x3).
 
-The columns put each figure beside issue 11's aim (3 per MAC, 6 per element, 4 per MAC for the
-step) and the limit (one FMA per MAC, one instruction per element).
+The columns put each figure of the kernels as they are ("now") beside the naive kernels they
+replaced ("naive": the firmware of commit NAIVE, exported from git and measured the same way),
+issue 11's aim (3 per MAC, 6 per element, 4 per MAC for the step) and the limit (one FMA per MAC,
+one instruction per element).
 
     .venv/bin/python bench/arm_kernels.py
 
@@ -18,8 +20,15 @@ Source of every figure: QEMU instructions. The MACs and elements are the kernels
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tarfile
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +43,7 @@ from nmcm_deploy.costs.features import Call, Direction, features  # noqa: E402
 from nmcm_deploy.costs.measure import CORES, EntryInstructions, SuiteEntry, measure  # noqa: E402
 
 SAMPLES = 16
+NAIVE = "1a30b49"  # the last commit with the naive (untiled) kernels
 PER_MAC = {LayerKind.CONV2D, LayerKind.LINEAR}
 PER_ELEMENT = {LayerKind.MAXPOOL2D, LayerKind.RELU}
 AIM = {"mac": 3.0, "element": 6.0, "step": 4.0}
@@ -79,6 +89,46 @@ def macs(measured: EntryInstructions) -> list[int]:
     return out
 
 
+@contextmanager
+def naive_firmware() -> Iterator[None]:
+    """NMCM_FIRMWARE_DIR pointing at the firmware of commit NAIVE, exported from git."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", NAIVE, "firmware"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            f"the naive kernels need a git checkout with commit {NAIVE}: {exc}"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="nmcm-naive-") as folder:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        before = os.environ.get("NMCM_FIRMWARE_DIR")
+        os.environ["NMCM_FIRMWARE_DIR"] = str(Path(folder) / "firmware")
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["NMCM_FIRMWARE_DIR"]
+            else:
+                os.environ["NMCM_FIRMWARE_DIR"] = before
+
+
+def per_kind(measured: EntryInstructions) -> tuple[dict[LayerKind, list[int]], int]:
+    """Instructions and work (MACs or input elements) per layer kind, and the step's MACs."""
+    kinds: dict[LayerKind, list[int]] = defaultdict(lambda: [0, 0])
+    layer_macs = macs(measured)
+    for layer, counts, mac in zip(
+        measured.entry.ir.layers, measured.layers, layer_macs, strict=True
+    ):
+        work = mac if layer.kind in PER_MAC else numel(layer.in_shape) * SAMPLES
+        kinds[layer.kind][0] += counts.forward + counts.backward
+        kinds[layer.kind][1] += work
+    return kinds, sum(layer_macs)
+
+
 def main() -> None:
     entries = {
         name: SuiteEntry(
@@ -93,37 +143,35 @@ def main() -> None:
     }
     print(
         f"instructions per MAC (conv2d, linear) or per input element (maxpool2d, relu), forward + "
-        f"backward, one training step of {SAMPLES} samples [qemu instructions]\n"
+        f"backward, one training step of {SAMPLES} samples [qemu instructions]; naive: the kernels "
+        f"of commit {NAIVE}\n"
     )
     header = (
         f"{'model':16s} {'core':10s} {'layer':10s} {'instructions':>13s} {'MACs/elements':>14s} "
-        f"{'now':>7s} {'aim':>5s} {'limit':>6s}"
+        f"{'naive':>7s} {'now':>7s} {'aim':>5s} {'limit':>6s}"
     )
     print(header)
     for core in CORES:
         calibration = measure(list(entries.values()), core)
-        for name, measured in zip(entries, calibration.entries, strict=True):
-            per_kind: dict[LayerKind, list[int]] = defaultdict(lambda: [0, 0])
-            layer_macs = macs(measured)
-            for layer, counts, mac in zip(
-                measured.entry.ir.layers, measured.layers, layer_macs, strict=True
-            ):
-                work = mac if layer.kind in PER_MAC else numel(layer.in_shape) * SAMPLES
-                per_kind[layer.kind][0] += counts.forward + counts.backward
-                per_kind[layer.kind][1] += work
+        with naive_firmware():
+            naive = measure(list(entries.values()), core)
+        for name, measured, before in zip(entries, calibration.entries, naive.entries, strict=True):
+            kinds, total_macs = per_kind(measured)
+            naive_kinds, _ = per_kind(before)
             for kind in (*sorted(PER_MAC, key=str), *sorted(PER_ELEMENT, key=str)):
-                if kind not in per_kind:
+                if kind not in kinds:
                     continue
-                instructions, work = per_kind[kind]
+                instructions, work = kinds[kind]
                 aim = AIM["mac" if kind in PER_MAC else "element"]
                 print(
                     f"{name:16s} {core:10s} {kind.label:10s} {instructions:13,d} {work:14,d} "
-                    f"{instructions / work:7.2f} {aim:5.1f} {1.0:6.1f}"
+                    f"{naive_kinds[kind][0] / work:7.2f} {instructions / work:7.2f} {aim:5.1f} "
+                    f"{1.0:6.1f}"
                 )
-            total_macs = sum(layer_macs)
             print(
                 f"{name:16s} {core:10s} {'step':10s} {measured.per_step:13,d} {total_macs:14,d} "
-                f"{measured.per_step / total_macs:7.2f} {AIM['step']:5.1f} {1.0:6.1f}"
+                f"{before.per_step / total_macs:7.2f} {measured.per_step / total_macs:7.2f} "
+                f"{AIM['step']:5.1f} {1.0:6.1f}"
             )
         print()
 
