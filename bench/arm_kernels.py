@@ -15,7 +15,8 @@ one instruction per element).
     .venv/bin/python bench/arm_kernels.py
 
 Source of every figure: QEMU instructions. The MACs and elements are the kernels' own loop counts
-(nmcm_deploy/costs/features.py), padding skipped as the kernels skip it.
+(``useful_macs`` in nmcm_deploy/costs/features.py): padding skipped, so a product with a
+zero that a kernel makes anyway counts against it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import yaml  # noqa: E402
 from nmcm_deploy.compiler.inline import inline_ir  # noqa: E402
 from nmcm_deploy.compiler.ir import LayerKind, numel  # noqa: E402
 from nmcm_deploy.compiler.memory import alias_groups  # noqa: E402
-from nmcm_deploy.costs.features import Call, Direction, features  # noqa: E402
+from nmcm_deploy.costs.features import Call, Direction, useful_macs  # noqa: E402
 from nmcm_deploy.costs.measure import CORES, EntryInstructions, SuiteEntry, measure  # noqa: E402
 
 SAMPLES = 16
@@ -79,14 +80,13 @@ def macs(measured: EntryInstructions) -> list[int]:
     where the kernel skips it: the first layers of the model)."""
     layers = measured.entry.ir.layers
     first = set(alias_groups(layers)[0])
-    out = []
-    for i, layer in enumerate(layers):
-        total = 0.0
-        for direction in Direction:
-            f = features(Call(layer, direction, measured.samples, input_grad=i not in first))
-            total += f.get("mac", 0.0) + f.get("strided_mac", 0.0)
-        out.append(int(total))
-    return out
+    return [
+        sum(
+            useful_macs(Call(layer, direction, measured.samples, input_grad=i not in first))
+            for direction in Direction
+        )
+        for i, layer in enumerate(layers)
+    ]
 
 
 @contextmanager

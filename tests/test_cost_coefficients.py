@@ -19,7 +19,7 @@ from nmcm_deploy.costs.coefficients import (
     load,
     predict,
 )
-from nmcm_deploy.costs.features import Call, Direction, features
+from nmcm_deploy.costs.features import CONV_FORWARD, Call, Direction, features
 
 
 def conv_observations(weights: dict[str, float], seed: int) -> list[Observation]:
@@ -39,7 +39,7 @@ def conv_observations(weights: dict[str, float], seed: int) -> list[Observation]
 @pytest.mark.parametrize("seed", range(5))
 def test_fit_recovers_the_weights_that_made_the_counts(seed: int) -> None:
     rng = random.Random(seed)
-    names = ("call", "channel", "output", "pair", "kernel_row", "tap", "valid_tap", "row", "mac")
+    names = CONV_FORWARD
     truth = {n: rng.uniform(0.5, 200) for n in names}
     result = fit(conv_observations(truth, seed))
     assert result.max_relative_error < 1e-6

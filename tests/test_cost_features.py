@@ -1,6 +1,7 @@
 """The cost model's loop counts (nmcm_deploy/costs/features.py) against brute force: every output
-position and kernel tap visited, the ones inside the input counted. Shapes are sampled with
-fixed seeds."""
+position and kernel tap visited, the ones inside the input counted, and what the tiled kernels
+must do whatever their tiles (write every output once, make every product inside the input).
+Shapes are sampled with fixed seeds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 import pytest
 
 from nmcm_deploy.compiler.ir import Layer, LayerKind
-from nmcm_deploy.costs.features import Call, Direction, features, valid_span
+from nmcm_deploy.costs.features import Call, Direction, features, useful_macs, valid_span
 
 
 def out_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -29,23 +30,20 @@ def random_window_layer(rng: random.Random, kind: LayerKind) -> Layer:
     return Layer(kind, (c, h, w), (oc, oh, ow), (kh, kw), (sh, sw), (ph, pw), bias=True)
 
 
-def brute_conv(layer: Layer) -> tuple[int, int, int]:
-    """Taps with a valid column span, valid rows of those taps, and multiply-accumulates inside
-    the input, per (output channel, input channel) pair and sample."""
+def brute_conv(layer: Layer) -> int:
+    """Multiply-accumulates inside the input per (output channel, input channel) pair and
+    sample: every output position and kernel tap visited."""
     _, h, w = layer.in_shape
     _, oh, ow = layer.out_shape
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
-    taps = rows = macs = 0
-    for ky in range(kh):
-        valid_rows = [oy for oy in range(oh) if 0 <= oy * sh + ky - ph < h]
-        for kx in range(kw):
-            valid_cols = [ox for ox in range(ow) if 0 <= ox * sw + kx - pw < w]
-            if not valid_cols:
-                continue
-            taps += 1
-            rows += len(valid_rows)
-            macs += len(valid_rows) * len(valid_cols)
-    return taps, rows, macs
+    return sum(
+        1
+        for oy in range(oh)
+        for ox in range(ow)
+        for ky in range(kh)
+        for kx in range(kw)
+        if 0 <= oy * sh + ky - ph < h and 0 <= ox * sw + kx - pw < w
+    )
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -58,33 +56,63 @@ def test_valid_span_is_the_positions_inside_the_input(seed: int) -> None:
     assert list(range(lo, hi)) == inside
 
 
+def window3(layer: Layer) -> bool:
+    """The 3-wide kernel at column stride 1 has its own tiles (conv2d.cpp ``window3_row``)."""
+    return layer.kernel[1] == 3 and layer.stride[1] == 1
+
+
 @pytest.mark.parametrize("seed", range(100))
-def test_conv2d_counts_only_taps_inside_the_input(seed: int) -> None:
+def test_conv2d_tiles_cover_every_output_once_and_every_product_inside(seed: int) -> None:
     rng = random.Random(seed)
     layer = random_window_layer(rng, LayerKind.CONV2D)
     n = rng.randint(1, 8)
-    taps, rows, macs = brute_conv(layer)
-    c, oc = layer.in_shape[0], layer.out_shape[0]
-    pairs = n * c * oc
-    kh, kw = layer.kernel
-    row, mac = ("row", "mac") if layer.stride[1] == 1 else ("strided_row", "strided_mac")
+    macs = brute_conv(layer)
+    (c, h, w), (oc, oh, ow) = layer.in_shape, layer.out_shape
+    (kh, kw), (sh, sw), (ph, _) = layer.kernel, layer.stride, layer.padding
     fwd = features(Call(layer, Direction.FORWARD, n))
-    assert (fwd["valid_tap"], fwd[row], fwd[mac]) == (pairs * taps, pairs * rows, pairs * macs)
-    assert (fwd["pair"], fwd["kernel_row"], fwd["tap"]) == (pairs, pairs * kh, pairs * kh * kw)
-    if layer.padding == (0, 0):
-        assert fwd[mac] == n * layer.macs()  # no padding: every tap of every output counts
+    assert fwd["store"] == n * oc * oh * ow  # each output written once, by one tile or row
+    assert useful_macs(Call(layer, Direction.FORWARD, n)) == n * c * oc * macs
+    valid_rows = [sum(0 <= oy * sh + ky - ph < h for ky in range(kh)) for oy in range(oh)]
+    if window3(layer):  # every column of a valid kernel row, the ones outside as zeros
+        assert fwd["fma"] == n * c * oc * sum(valid_rows) * 3 * ow
+    else:  # only the taps inside the input
+        assert fwd["fma"] == n * c * oc * macs
     with_din = features(Call(layer, Direction.BACKWARD, n, input_grad=True))
     without = features(Call(layer, Direction.BACKWARD, n, input_grad=False))
-    assert with_din[mac] == without[mac] == pairs * macs  # dw: every valid tap, always
-    din_mac = "din_mac" if layer.stride[1] == 1 else "strided_din_mac"
-    assert with_din[din_mac] == pairs * macs and without[din_mac] == 0  # dx: only when wanted
-    assert without["input"] == 0 < with_din["input"]
+    for grad in (with_din, without):  # dw: the same work with or without dx
+        assert {k: v for k, v in grad.items() if k.startswith("wg_")} == {
+            k: v for k, v in with_din.items() if k.startswith("wg_")
+        }
+    if kw == 3 and sh == sw == 1:
+        taps_rows = sum(sum(0 <= oy + ky - ph < h for oy in range(oh)) for ky in range(kh))
+        assert with_din["wg_fma"] == n * c * oc * taps_rows * 3 * ow
+    else:
+        assert with_din["wg_fma"] == n * c * oc * macs
+    assert all(v == 0 for k, v in without.items() if k.startswith(("din_", "sdin_")))
+    if layer.stride == (1, 1):  # dx: the flipped kernel's correlation writes every input once
+        assert with_din["din_store"] == n * c * h * w
+        assert with_din["sdin_mac"] == 0
+    else:  # dx: zeroed, then scattered tap by tap
+        assert with_din["sdin_fill"] == n * c * h * w
+        assert with_din["sdin_mac"] == n * c * oc * macs
+        assert with_din["sdin_row"] == n * c * oc * sum(
+            sum(0 <= oy * sh + ky - ph < h for oy in range(oh))
+            for ky in range(kh)
+            for _ in range(kw)
+        )
 
 
 @pytest.mark.parametrize("seed", range(100))
 def test_maxpool2d_reads_each_window_inside_the_input(seed: int) -> None:
     rng = random.Random(seed)
     layer = random_window_layer(rng, LayerKind.MAXPOOL2D)
+    if rng.random() < 0.3:  # the 2x2 window at stride 2, which has a path of its own
+        c, h, w = layer.in_shape
+        layer = (
+            Layer(LayerKind.MAXPOOL2D, (c, h, w), (c, h // 2, w // 2), (2, 2), (2, 2), (0, 0))
+            if h >= 2 and w >= 2
+            else layer
+        )
     n = rng.randint(1, 8)
     _, h, w = layer.in_shape
     _, oh, ow = layer.out_shape
@@ -98,18 +126,35 @@ def test_maxpool2d_reads_each_window_inside_the_input(seed: int) -> None:
         if 0 <= oy * sh - ph + ky < h and 0 <= ox * sw - pw + kx < w
     )
     planes = n * layer.in_shape[0]
-    assert features(Call(layer, Direction.FORWARD, n))["window"] == planes * read
-    assert features(Call(layer, Direction.BACKWARD, n))["window"] == 2 * planes * read
+    fwd = features(Call(layer, Direction.FORWARD, n))
+    bwd = features(Call(layer, Direction.BACKWARD, n))
+    if layer.kernel == layer.stride == (2, 2) and layer.padding == (0, 0):
+        assert fwd["chain_window"] == bwd["chain_window"] == planes * oh * ow
+        assert fwd["window"] == bwd["window"] == 0
+        # Only the odd row and column no window covers are zeroed.
+        assert bwd["input"] == planes * (h * w - 4 * oh * ow)
+    else:
+        assert fwd["window"] == bwd["window"] == planes * read
+        assert fwd["chain_window"] == 0
+        assert bwd["input"] == planes * h * w  # dx zeroed first
     # Without an input gradient to compute, the backward is the call and nothing else.
     skipped = features(Call(layer, Direction.BACKWARD, n, input_grad=False))
     assert {name: v for name, v in skipped.items() if v} == {"call": 1}
 
 
-def test_linear_counts_its_multiply_accumulates() -> None:
+def test_linear_counts_its_multiply_accumulates_and_tiles() -> None:
     layer = Layer(LayerKind.LINEAR, (64,), (10,), bias=True)
-    assert features(Call(layer, Direction.FORWARD, 5))["mac"] == 5 * 64 * 10
-    assert features(Call(layer, Direction.BACKWARD, 5))["mac"] == 2 * 5 * 64 * 10
-    assert features(Call(layer, Direction.BACKWARD, 5, input_grad=False))["mac"] == 5 * 64 * 10
+    fwd = features(Call(layer, Direction.FORWARD, 5))
+    assert fwd["mac"] == 5 * 64 * 10
+    # 5 samples x 10 outputs: sample blocks 4 + 1, output blocks 4 + 4 + 1 + 1.
+    assert fwd["tile"] == 2 * 4
+    assert fwd["load"] == 64 * (4 * 5 + 2 * 10)  # per input step: R + C per tile
+    assert fwd["block_output"] == 5 * 10 * 4  # 64 inputs: four blocks of 16
+    bwd = features(Call(layer, Direction.BACKWARD, 5))
+    assert bwd["wg_mac"] == bwd["din_mac"] == 5 * 64 * 10
+    skipped = features(Call(layer, Direction.BACKWARD, 5, input_grad=False))
+    assert skipped["wg_mac"] == 5 * 64 * 10 and skipped["din_mac"] == skipped["din_tile"] == 0
+    assert useful_macs(Call(layer, Direction.BACKWARD, 5)) == 2 * 5 * 64 * 10
 
 
 def test_a_flatten_costs_one_call_whatever_its_size() -> None:

@@ -107,7 +107,7 @@ def _suite(seed: int, count: int) -> list[SuiteEntry]:
 
 def fit_suite() -> list[SuiteEntry]:
     """The models the weights are fitted to."""
-    return _suite(FIT_SEED, 40)
+    return _suite(FIT_SEED, 120)
 
 
 def check_suite() -> list[SuiteEntry]:

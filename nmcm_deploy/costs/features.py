@@ -14,6 +14,8 @@ layers of the first stage) skips that half of its backward.
 
 from __future__ import annotations
 
+import functools
+from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
 
@@ -53,25 +55,318 @@ def _window(o: int, stride: int, pad: int, kernel: int, size: int) -> int:
     return max(0, min(start + kernel, size) - max(start, 0))
 
 
-def _conv_loops(layer: Layer) -> tuple[int, int, int]:
-    """Per sample, per (output channel, input channel) pair: the taps with a non-empty column
-    span, the inner-loop calls (one per valid row of such a tap) and the multiply-accumulates."""
-    _, h, w = layer.in_shape
-    _, oh, ow = layer.out_shape
+def _clip(v: int, top: int) -> int:
+    return max(0, min(v, top))
+
+
+def _blocks(size: int, block: int) -> list[tuple[int, int]]:
+    """(block size, how many) of a dimension walked in full blocks, then single ones (the tiled
+    kernels' ``tiles`` and channel blocks)."""
+    return [(block, size // block), (1, size % block)]
+
+
+@dataclass(frozen=True)
+class _Corr:
+    """An output-stationary correlation (conv2d.cpp ``Correlation``): the forward pass, or the
+    input gradient at stride 1."""
+
+    channels: int
+    h: int
+    w: int
+    outs: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    sy: int
+    sx: int
+    py: int
+    px: int
+
+
+@functools.cache
+def _correlation(k: _Corr) -> Features:
+    """Loop counts of one sample's correlation (conv2d.cpp ``correlate``): tiles of Q output
+    channels x P pixels, each over its channels and valid kernel rows; the loads, multiply-adds
+    (zero columns included where the 3-wide kernel reads them) and stores they make."""
+    c: Features = defaultdict(float)
+    for q, blocks in _blocks(k.outs, 4):
+        if not blocks:
+            continue
+        one: Features = defaultdict(float)
+
+        def tile(one: Features, q: int, p: int, nky: int, nkx: int, window: bool) -> None:
+            one["window_tile" if window else "single_tile" if p == 1 else "block_tile"] += 1
+            one["tile_channel"] += k.channels
+            one["tile_row"] += k.channels * nky
+            one["store"] += q * p
+            if window:  # the 3-wide kernel: P + 2 columns read once, the taps from registers
+                one["window_load"] += k.channels * nky * (p + 2)
+                one["load"] += k.channels * nky * q * 3
+                one["fma"] += k.channels * nky * q * p * 3
+            else:
+                one["tile_tap"] += k.channels * nky * nkx
+                one["load"] += k.channels * nky * nkx * (p + q)
+                one["fma"] += k.channels * nky * nkx * q * p
+
+        for y in range(k.oh):
+            y0 = y * k.sy - k.py
+            ky0, ky1 = max(0, -y0), _clip(k.h - y0, k.kh)
+            one["out_row"] += 1
+            if ky0 >= ky1:
+                one["store"] += q * k.ow
+                continue
+            nky = ky1 - ky0
+            if k.kw == 3 and k.sx == 1:
+                for p, count in _blocks(k.ow, 4):
+                    for _ in range(count):
+                        tile(one, q, p, nky, 3, True)
+                continue
+            lo, hi = valid_span(k.ow, k.w + 1 - k.kw, k.sx, -k.px) if k.kw <= k.w else (0, 0)
+            if hi <= lo:
+                lo = hi = k.ow
+            for x in [*range(lo), *range(hi, k.ow)]:  # edge pixels, their taps clipped
+                x0 = x * k.sx - k.px
+                kx0, kx1 = max(0, -x0), _clip(k.w - x0, k.kw)
+                one["edge_pixel"] += 1
+                if kx0 >= kx1:
+                    one["store"] += q
+                else:
+                    tile(one, q, 1, nky, kx1 - kx0, False)
+            x = lo
+            if k.sx == 1:
+                for p in (4, 2):
+                    while x + p <= hi:
+                        tile(one, q, p, nky, k.kw, False)
+                        x += p
+            for _ in range(x, hi):
+                tile(one, q, 1, nky, k.kw, False)
+        for name, v in one.items():
+            c[name] += v * blocks
+    return dict(c)
+
+
+@functools.cache
+def _weight_grad(layer: Layer) -> tuple[Features, Features]:
+    """Loop counts of conv2d's weight gradient (conv2d.cpp ``weight_grad_channels``): per tile of
+    Q output channels x T taps of one kernel row (the call's part) and per sample (the part that
+    repeats for every sample)."""
+    c, h, w = layer.in_shape
+    oc, oh, ow = layer.out_shape
     kh, kw = layer.kernel
     sh, sw = layer.stride
     ph, pw = layer.padding
-    taps = rows = macs = 0
+    per_call: Features = defaultdict(float)
+    per_sample: Features = defaultdict(float)
+    window3 = kw == 3 and sh == 1 and sw == 1
+    for q, blocks in _blocks(oc, 4):
+        if not blocks:
+            continue
+        for ky in range(kh):
+            r_lo, r_hi = valid_span(oh, h, sh, ky - ph)
+            rows = (r_hi - r_lo) * c * blocks
+            if window3:
+                per_call["wg_tile"] += c * blocks
+                per_sample["wg_tile"] += c * blocks
+                per_sample["wg_flush"] += c * blocks * q * 3
+                per_sample["wg_row"] += rows
+                x = 0
+                groups: list[int] = []
+                while x < ow and x < pw:
+                    groups.append(1)
+                    x += 1
+                for p in (4, 2):
+                    while x + p <= ow and x - pw + p + 2 <= w:
+                        groups.append(p)
+                        x += p
+                groups += [1] * (ow - x)
+                x = 0
+                for p in groups:
+                    inside = x - pw >= 0 and x - pw + p + 2 <= w
+                    per_sample["wg_group"] += rows
+                    per_sample["wg_single_group"] += rows if p == 1 else 0
+                    per_sample["wg_load"] += rows * (p + 2 + q * p)
+                    per_sample["wg_cond_load"] += 0 if inside else rows * (p + 2)
+                    per_sample["wg_fma"] += rows * q * p * 3
+                    x += p
+                continue
+            # Blocks of 4 taps of the row, then one block of the rest (weight_grad_channels).
+            taps = [(4 * j, 4) for j in range(kw // 4)] + (
+                [(kw - kw % 4, kw % 4)] if kw % 4 else []
+            )
+            for kx0, t in taps:
+                spans = [valid_span(ow, w, sw, kx0 + j - pw) for j in range(t)]
+                lo = max([0, *(s[0] for s in spans)])
+                hi = max(lo, min([ow, *(s[1] for s in spans)]))
+                edge = sum(max(0, min(s1, lo) - s0) + max(0, s1 - max(s0, hi)) for s0, s1 in spans)
+                per_call["wg_tile"] += c * blocks
+                per_sample["wg_tile"] += c * blocks
+                per_sample["wg_flush"] += c * blocks * q * t
+                per_sample["wg_row"] += rows
+                per_sample["wg_edge"] += rows * edge
+                per_sample["wg_load"] += rows * ((hi - lo) * (t + q) + edge * (1 + q))
+                per_sample["wg_fma"] += rows * q * ((hi - lo) * t + edge)
+    return dict(per_call), dict(per_sample)
+
+
+def _strided_input_grad(layer: Layer) -> Features:
+    """Per sample, conv2d's input gradient at a stride above 1 (conv2d.cpp
+    ``input_grad_strided``): tap by tap, its valid rows and their products."""
+    c, h, w = layer.in_shape
+    oc, oh, ow = layer.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    rows = macs = 0
     for ky in range(kh):
         r_lo, r_hi = valid_span(oh, h, sh, ky - ph)
         for kx in range(kw):
             c_lo, c_hi = valid_span(ow, w, sw, kx - pw)
-            if c_hi == c_lo:
-                continue
-            taps += 1
             rows += r_hi - r_lo
             macs += (r_hi - r_lo) * (c_hi - c_lo)
-    return taps, rows, macs
+    pairs = c * oc
+    return {"sdin_tap": pairs * kh * kw, "sdin_row": pairs * rows, "sdin_mac": pairs * macs}
+
+
+def _conv_corr(layer: Layer) -> _Corr:
+    (c, h, w), (oc, oh, ow) = layer.in_shape, layer.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    return _Corr(c, h, w, oc, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _conv_input_corr(layer: Layer) -> _Corr:
+    """The input gradient at stride 1: the output gradient correlated with the flipped kernel."""
+    (c, h, w), (oc, oh, ow) = layer.in_shape, layer.out_shape
+    (kh, kw), (ph, pw) = layer.kernel, layer.padding
+    return _Corr(oc, oh, ow, c, h, w, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw)
+
+
+_CORRELATION = (
+    "out_row", "window_tile", "single_tile", "block_tile", "edge_pixel", "tile_channel",
+    "tile_row", "tile_tap", "window_load", "load", "fma", "store",
+)  # fmt: skip
+CONV_FORWARD = ("call", "sample", *_CORRELATION)
+CONV_BACKWARD = (
+    "call", "sample", "bias_element", "wg_tile", "wg_tile_sample", "wg_flush", "wg_row",
+    "wg_group", "wg_single_group", "wg_edge", "wg_load",
+    "wg_cond_load", "wg_fma",
+    *(f"din_{name}" for name in _CORRELATION),
+    "sdin_fill", "sdin_tap", "sdin_row", "sdin_mac",
+)  # fmt: skip
+
+
+def _conv_features(layer: Layer, n: int, forward: bool, din: bool) -> Features:
+    out = dict.fromkeys(CONV_FORWARD if forward else CONV_BACKWARD, 0.0)
+    out["call"], out["sample"] = 1, n
+    if forward:
+        for name, v in _correlation(_conv_corr(layer)).items():
+            if name in out:
+                out[name] += n * v
+        return out
+    oc = layer.out_shape[0]
+    if layer.bias:
+        out["bias_element"] = n * oc * numel(layer.out_shape[1:])
+    per_call, per_sample = _weight_grad(layer)
+    out["wg_tile"] += per_call.get("wg_tile", 0.0)
+    out["wg_tile_sample"] += n * per_sample.get("wg_tile", 0.0)
+    for name in (
+        "wg_flush", "wg_row", "wg_group", "wg_single_group",
+        "wg_edge", "wg_load", "wg_cond_load", "wg_fma",
+    ):  # fmt: skip
+        out[name] += n * per_sample.get(name, 0.0)
+    if not din:
+        return out
+    if layer.stride == (1, 1):
+        for name, v in _correlation(_conv_input_corr(layer)).items():
+            key = f"din_{name}"
+            if key in out:
+                out[key] += n * v
+    else:
+        out["sdin_fill"] = n * numel(layer.in_shape)
+        for name, v in _strided_input_grad(layer).items():
+            out[name] += n * v
+    return out
+
+
+def _tiles(rows: int, cols: int) -> tuple[int, int]:
+    """Tiles of the linear kernels' 4 x 4 grid over rows x cols, and the loads one reduction
+    step of all of them makes (R + C per tile)."""
+    row_blocks = rows // 4 + rows % 4
+    col_blocks = cols // 4 + cols % 4
+    return row_blocks * col_blocks, col_blocks * rows + row_blocks * cols
+
+
+def _linear_features(layer: Layer, n: int, forward: bool, din: bool) -> Features:
+    i, o = layer.in_shape[0], layer.out_shape[0]
+    if forward:
+        # y = x Wᵀ + b in tiles over (samples, outputs), the inputs summed in blocks of 16.
+        tiles, loads = _tiles(n, o)
+        return {
+            "call": 1,
+            "tile": tiles,
+            "tile_step": tiles * i,
+            "load": loads * i,
+            "mac": n * o * i,
+            "block_output": n * o * -(-i // 16),
+            "output": n * o,
+        }
+    # db over samples; dw in tiles over (outputs, inputs) summed over the samples; dx in tiles
+    # over (samples, inputs) summed over the outputs.
+    w_tiles, w_loads = _tiles(o, i)
+    x_tiles, x_loads = _tiles(n, i) if din else (0, 0)
+    return {
+        "call": 1,
+        "bias_sample": n * o if layer.bias else 0,
+        "weight": o * i,
+        "wg_tile": w_tiles,
+        "wg_tile_step": w_tiles * n,
+        "wg_load": w_loads * n,
+        "wg_mac": n * o * i,
+        "din_tile": x_tiles,
+        "din_tile_step": x_tiles * o,
+        "din_load": x_loads * o,
+        "din_mac": n * o * i if din else 0,
+        "din_output": n * i if din else 0,
+    }
+
+
+def _is_2x2_tiling(layer: Layer) -> bool:
+    """maxpool2d.cpp ``is_2x2_tiling``: the comparison-chain path."""
+    return layer.kernel == (2, 2) and layer.stride == (2, 2) and layer.padding == (0, 0)
+
+
+def _pool_features(layer: Layer, n: int, forward: bool, din: bool) -> Features:
+    planes = n * layer.in_shape[0]
+    outputs = planes * numel(layer.out_shape[1:])
+    out = dict.fromkeys(
+        ("call", "plane", "output", "chain_window", "window", "window_row", "out_row", "input"), 0.0
+    )
+    out["call"] = 1
+    if not forward and not din:
+        return out  # nothing to compute: the input gradient is the only output
+    out["plane"], out["output"] = planes, outputs
+    if _is_2x2_tiling(layer):
+        # The comparison chain, on planes of finite values (a plane with a NaN or an infinity
+        # takes the general path once more: data the model does not see).
+        out["chain_window"] = outputs
+        if not forward:  # the odd row and column no window covers are zeroed
+            _, h, w = layer.in_shape
+            _, oh, ow = layer.out_shape
+            out["input"] = planes * ((h - 2 * oh) * w + (w - 2 * ow) * 2 * oh)
+        return out
+    out["window"] = planes * _pool_elements(layer)
+    out["window_row"] = planes * _pool_rows(layer)
+    out["out_row"] = planes * layer.out_shape[1]
+    if not forward:  # dx zeroed, then one arg-max pass per window
+        out["input"] = n * numel(layer.in_shape)
+    return out
+
+
+def _pool_rows(layer: Layer) -> int:
+    """Window rows the pooling windows of one plane walk, summed over its outputs."""
+    _, h, _ = layer.in_shape
+    _, oh, ow = layer.out_shape
+    return ow * sum(
+        _window(oy, layer.stride[0], layer.padding[0], layer.kernel[0], h) for oy in range(oh)
+    )
 
 
 def _pool_elements(layer: Layer) -> int:
@@ -90,78 +385,37 @@ def features(call: Call) -> Features:
     """The loop counts of one kernel call (docstring of this module)."""
     layer, n = call.layer, call.samples
     forward = call.direction is Direction.FORWARD
-    din = 0.0 if forward or not call.input_grad else 1.0
+    din = not forward and call.input_grad
     kind = layer.kind
     if kind is LayerKind.LINEAR:
-        i, o = layer.in_shape[0], layer.out_shape[0]
-        if forward:
-            return {"call": 1, "sample": n, "output": n * o, "mac": n * o * i}
-        # db (per output), dw += g * x (one axpy per output), then dx = 0, dx += w * g.
-        return {
-            "call": 1,
-            "sample": n,
-            "output": n * o * (1 + din),
-            "input": n * i * din,
-            "mac": n * o * i * (1 + din),
-        }
+        return _linear_features(layer, n, forward, din)
     if kind is LayerKind.CONV2D:
-        c, oc = layer.in_shape[0], layer.out_shape[0]
-        taps, rows, macs = _conv_loops(layer)
-        pairs = n * oc * c
-        out_plane = numel(layer.out_shape[1:])
-        # A row of a tap runs vec::axpy / vec::dot at column stride 1, a plain strided loop else.
-        row, mac = ("row", "mac") if layer.stride[1] == 1 else ("strided_row", "strided_mac")
-        kh, kw = layer.kernel
-        loops = {
-            "call": 1,
-            "channel": n * oc,  # the output plane's fill (forward) or the bias sum (backward)
-            "output": n * oc * out_plane,
-            "pair": pairs,  # per (output channel, input channel): pointers, the kernel loops
-            "kernel_row": pairs * kh,  # the rows' valid span, once per kernel row
-            "tap": pairs * kh * kw,  # the columns' valid span, once per tap
-            "valid_tap": pairs * taps,  # a tap whose columns are not all outside
-        }
-        if forward:
-            return {**loops, row: pairs * rows, mac: pairs * macs}
-        backward = {**loops, "input": n * numel(layer.in_shape) * din}
-        if layer.stride[1] == 1:
-            # Per row a vec::dot for dw, and a vec::axpy for dx when dx is wanted.
-            return {
-                **backward,
-                "row": pairs * rows,
-                "mac": pairs * macs,
-                "din_row": pairs * rows * din,
-                "din_mac": pairs * macs * din,
-            }
-        # One strided loop per row doing both, testing for dx at every element.
-        return {
-            **backward,
-            "strided_row": pairs * rows,
-            "strided_mac": pairs * macs,
-            "strided_din_mac": pairs * macs * din,
-        }
+        return _conv_features(layer, n, forward, din)
     if kind is LayerKind.MAXPOOL2D:
-        planes = n * layer.in_shape[0]
-        outputs = planes * numel(layer.out_shape[1:])
-        read = planes * _pool_elements(layer)
-        if forward:
-            return {"call": 1, "plane": planes, "output": outputs, "window": read}
-        # Backward: zero dx, then per output the max again and the arg-max (two passes).
-        return {
-            "call": 1,
-            "plane": planes * din,
-            "output": outputs * din,
-            "input": n * numel(layer.in_shape) * din,
-            "window": 2 * read * din,
-        }
+        return _pool_features(layer, n, forward, din)
     if kind is LayerKind.RELU:
-        return {"call": 1, "element": n * numel(layer.in_shape) * (1 if forward else din)}
+        return {"call": 1, "element": n * numel(layer.in_shape) * (1 if forward or din else 0)}
     if kind is LayerKind.SOFTMAX:
         f = layer.in_shape[0]
         return {"call": 1, "sample": n, "element": n * f}
     if kind is LayerKind.FLATTEN:
         return {"call": 1}  # the memory plan aliases a flatten's output to its input: no copy
     raise ValueError(f"no features for layer kind {kind.label}")
+
+
+def useful_macs(call: Call) -> int:
+    """The multiply-accumulates a call needs, padding skipped: the forward's (for conv2d, the
+    taps inside the input), the backward's weight gradient and, if wanted, input gradient."""
+    layer, n = call.layer, call.samples
+    if layer.kind is LayerKind.LINEAR:
+        per = layer.in_shape[0] * layer.out_shape[0]
+    elif layer.kind is LayerKind.CONV2D:
+        per = int(_strided_input_grad(layer)["sdin_mac"])
+    else:
+        return 0
+    if call.direction is Direction.FORWARD:
+        return n * per
+    return n * per * (2 if call.input_grad else 1)
 
 
 # The three loss kernels (firmware/core/include/nmcm/loss.h), by what they are given.

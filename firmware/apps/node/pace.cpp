@@ -150,6 +150,15 @@ bool parse_pace_table(const char* text, PaceTable* out, char* error, std::size_t
           (!next_number(&s, &linear->per_call_s) || !next_number(&s, &linear->per_sample_s))) {
         problem = "two numbers: seconds per call and per sample (per frame and per byte)";
       }
+      // Work (not frames) may add the seconds of a micro-batch of 1, 2 and 3 samples mod 4.
+      if (problem == nullptr && linear != nullptr && linear != &out->send &&
+          linear != &out->receive && !rest_is_empty(s)) {
+        for (int r = 1; r < 4 && problem == nullptr; ++r) {
+          if (!next_number(&s, &linear->per_residue_s[r])) {
+            problem = "three more numbers: seconds for 1, 2 and 3 samples mod 4";
+          }
+        }
+      }
       if (problem == nullptr && !rest_is_empty(s)) problem = "more words than the directive takes";
     }
     if (problem != nullptr) {

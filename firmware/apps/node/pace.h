@@ -17,11 +17,13 @@
 
 namespace nmcm::app {
 
-// Modelled seconds of a call on a micro-batch of n samples: per call + per sample × n.
+// Modelled seconds of a call on a micro-batch of n samples: per call + per sample × n, plus a
+// term for n mod 4 (the linear kernels tile samples by four, so a remainder costs its own).
 struct PaceLinear {
   double per_call_s = 0;
   double per_sample_s = 0;
-  double at(std::uint32_t n) const { return per_call_s + per_sample_s * n; }
+  double per_residue_s[4] = {0, 0, 0, 0};
+  double at(std::uint32_t n) const { return per_call_s + per_sample_s * n + per_residue_s[n % 4]; }
 };
 
 // One node's modelled times, in MCU seconds (the pacer multiplies them by `scale`).

@@ -22,7 +22,7 @@ constexpr const char* kTable =
     "scale 2\n"
     "layers 2\n"
     "forward 0 1e-5 2e-6\n"
-    "forward 1 3e-5 4e-6   # after a comment\n"
+    "forward 1 3e-5 4e-6 1e-6 2e-6 3e-6   # after a comment\n"
     "backward 0 5e-5 6e-6\n"
     "backward 1 0 0\n"
     "loss 7e-6 8e-7\n"
@@ -37,7 +37,11 @@ TEST(PaceTable, ReadsEveryDirective) {
   ASSERT_TRUE(parse_pace_table(kTable, &t, error, sizeof error)) << error;
   EXPECT_EQ(t.scale, 2);
   EXPECT_EQ(t.layers, 2u);
-  EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kForward, 1, 10), 3e-5 + 10 * 4e-6);
+  EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kForward, 0, 10), 1e-5 + 10 * 2e-6);
+  // With the figures of 1, 2 and 3 samples mod 4: a micro-batch of 10 adds the one of 2.
+  EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kForward, 1, 10), 3e-5 + 10 * 4e-6 + 2e-6);
+  EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kForward, 1, 12), 3e-5 + 12 * 4e-6);
+  EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kForward, 1, 7), 3e-5 + 7 * 4e-6 + 3e-6);
   EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kBackward, 0, 3), 5e-5 + 3 * 6e-6);
   EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kLoss, 0, 4), 7e-6 + 4 * 8e-7);
   EXPECT_DOUBLE_EQ(t.work_s(StagePhase::kStep, 0, 0), 9e-4);
@@ -57,6 +61,8 @@ TEST(PaceTable, RefusesWhatItCannotReadWithTheLine) {
       {"layers 2\nforward 2 1 1\n", "line 2: a layer index of the stage"},
       {"layers 1\nforward 0 -1 1\n", "line 2"},
       {"layers 1\nloss 1\n", "line 2: two numbers"},
+      {"layers 1\nforward 0 1 1 1 1\n", "line 2: three more numbers"},
+      {"layers 1\nsend 1 1 1 1 1\n", "line 2: more words"},
       {"layers 1\nstep 1 2\n", "line 2: more words"},
       {"layers 1\nscale 0\n", "line 2: scale"},
       {"scale 1\n", "no `layers` line"},
