@@ -28,7 +28,8 @@ from elftools.elf.sections import SymbolTableSection
 
 from nmcm_deploy import profiles
 from nmcm_deploy.build import arm
-from nmcm_deploy.build.elfsize import elf_sizes, measure
+from nmcm_deploy.build import stack as stack_module
+from nmcm_deploy.build.elfsize import elf_sizes, measure, symbol_addresses
 from nmcm_deploy.compiler.cluster import build_model
 from nmcm_deploy.costs import planner
 from nmcm_deploy.manifest import load_manifest
@@ -37,6 +38,7 @@ from tests.conftest import MANIFESTS, QUICKSTART, ROOT, Result, run_nmcm
 
 EXAMPLES = [QUICKSTART, *sorted((MANIFESTS / "examples").glob("*.yaml"))]
 FLASH_ORIGIN = 0x0800_0000  # both parts boot from here
+DEFAULT_STACK = {"stm32f413zh": 16 * 1024, "stm32h7a3zi": 32 * 1024}  # the ports' memory.ld
 
 NODE_FIELDS = {
     "name",
@@ -66,6 +68,7 @@ NODE_FIELDS = {
     "flash_prediction_slack",
     "sram_prediction_slack",
     "prediction_holds",
+    "stack",
 }
 
 
@@ -273,6 +276,33 @@ def test_prediction_and_elf_agree_within_the_reserve(
         assert node["predicted_sram_bytes"] - profile.runtime_sram_reserve == node["arena_bytes"]
         assert node["predicted_flash_bytes"] - profile.runtime_flash_reserve == node["blob_bytes"]
         assert node["code_bytes"] == node["flash_bytes"] - node["blob_bytes"]
+
+
+@pytest.mark.parametrize("name", manifest_ids())
+def test_the_stack_report_follows_the_call_graph_into_the_reserved_stack(
+    hw_builds: dict[str, HardwareBuild], name: str
+) -> None:
+    for node in hw_builds[name].nodes:
+        stack = node["stack"]
+        assert stack["source"] == "gcc -fcallgraph-info=su"
+        # The path starts at the reset handler, goes through main and the node's loop.
+        assert "Reset_Handler" in stack["path"][0] and any("main" in p for p in stack["path"])
+        assert stack["worst_bytes"] == stack["main_bytes"] + stack["handler_bytes"]
+        assert stack["handler_bytes"] >= 26 * 4  # at least the frame the core pushes
+        # The reserve is the linker script's .stack, as the ELF places it; the margin is left.
+        symbols = symbol_addresses(Path(node["image"]), ("__stack_start__", "__stack_end__"))
+        assert stack["reserved_bytes"] == symbols["__stack_end__"] - symbols["__stack_start__"]
+        assert stack["margin_bytes"] == stack["reserved_bytes"] - stack["worst_bytes"]
+        assert stack["margin_bytes"] > 0, stack
+        if stack["recursion"]:
+            # A call cycle has no bound in the graph: the board's default stack stays. The node
+            # has one: a HELLO reads the other connection of its role first (handshake.cpp),
+            # which may dispatch a frame of that connection.
+            assert any("on_hello" in f for f in stack["recursion"]), stack["recursion"]
+            assert stack["reserved_bytes"] == DEFAULT_STACK[node["mcu"]]
+        else:
+            report = stack_module.report_of(stack)
+            assert stack["reserved_bytes"] == stack_module.reserve_bytes(report)
 
 
 def test_framework_code_does_not_depend_on_the_model(hw_builds: dict[str, HardwareBuild]) -> None:

@@ -56,7 +56,9 @@ string(JOIN " " _nmcm_cpu ${NMCM_CPU_FLAGS})
 # Sections per function and object so that --gc-sections drops what the firmware never calls.
 # -fno-use-cxa-atexit: a static object with a destructor then registers through atexit() rather
 # than __cxa_atexit, which needs __dso_handle from crtbegin.o (the ports link -nostartfiles).
-set(_nmcm_common "${_nmcm_cpu} -ffunction-sections -fdata-sections")
+# -fcallgraph-info=su: beside each object, its functions' stack frames and direct calls (a .ci
+# file), from which nmcm computes the image's worst stack depth (nmcm_deploy/build/stack.py).
+set(_nmcm_common "${_nmcm_cpu} -ffunction-sections -fdata-sections -fcallgraph-info=su")
 set(CMAKE_C_FLAGS_INIT "${_nmcm_common}")
 set(CMAKE_CXX_FLAGS_INIT
     "${_nmcm_common} -fno-exceptions -fno-rtti -fno-threadsafe-statics -fno-use-cxa-atexit")

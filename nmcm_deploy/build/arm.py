@@ -15,20 +15,20 @@ lock file serialises builds that share a tree.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import json
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nmcm_deploy.build.elfsize import ElfSizes, elf_sizes, measure
+from nmcm_deploy.build.elfsize import ElfSizes, elf_sizes, measure, symbol_addresses
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
+from nmcm_deploy.build.stack import StackReport, image_stack, report_of, reserve_bytes
 from nmcm_deploy.build.steps import build_lock, run_step
 from nmcm_deploy.errors import BuildError
+from nmcm_deploy.files import atomic_write
 from nmcm_deploy.profiles import MemoryRegion
 from nmcm_deploy.profiles import mcu as mcu_profile
 from nmcm_deploy.reconcile.desired import sha256_hex
@@ -82,6 +82,19 @@ class ArmImage:
     map: Path
     sizes: ElfSizes
     rebuilt: bool  # False: the image came from the cache
+    stack: StackReport | None = None  # the worst stack depth (stack.json beside the ELF)
+
+    def stack_dict(self) -> dict[str, object] | None:
+        """The stack report with the bytes the image reserves for its stack (``.stack`` in the
+        linker script: __stack_start__ to __stack_end__) and the margin left."""
+        if self.stack is None:
+            return None
+        reserved = _reserved_stack(self.elf)
+        return {
+            **self.stack.as_dict(),
+            "reserved_bytes": reserved,
+            "margin_bytes": reserved - self.stack.worst_bytes,
+        }
 
 
 def app_available(app: str) -> bool:
@@ -240,7 +253,24 @@ def _image(
         map=files["map"],
         sizes=_sizes(files["elf"], mcu_name),
         rebuilt=rebuilt,
+        stack=_stack(files["elf"].with_name(STACK_REPORT)),
     )
+
+
+STACK_REPORT = "stack.json"
+
+
+def _reserved_stack(elf: Path) -> int:
+    """Bytes of .stack in an image (the linker script's __stack_start__ to __stack_end__)."""
+    symbols = symbol_addresses(elf, ("__stack_start__", "__stack_end__"))
+    return symbols.get("__stack_end__", 0) - symbols.get("__stack_start__", 0)
+
+
+def _stack(path: Path) -> StackReport | None:
+    try:
+        return report_of(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError):
+        return None  # an image built without the call graph, or one whose report is damaged
 
 
 def build_tree(mcu_name: str, board: str, overrides: Mapping[str, str], app: str) -> Path:
@@ -282,6 +312,8 @@ def build_arm_node(
         "NMCM_FIRMWARE_HASH": key[:32],
         **dict(sorted(overrides.items())),
     }
+    if app == "node-board":  # first linked with the board's default stack, sized below
+        defines["NMCM_STACK_SIZE"] = ""
     with build_lock(tree) as lock:
         if all(p.is_file() for p in files.values()):  # another nmcm built it while we waited
             return _image(key, app, mcu, board, files, rebuilt=False)
@@ -290,6 +322,19 @@ def build_arm_node(
         what = f"{app} for {config_dir.name}"
         configure_and_build(tree, mcu, board, defines, spec.target, what, log, lock)
         built = tree / spec.directory / spec.target
+        if app == "node-board":
+            try:
+                report = image_stack(tree)
+            except ValueError as exc:
+                raise BuildError(f"cannot compute the stack depth of {what}: {exc}") from None
+            # A board image reserves the stack its call graph needs plus the margin (stack.py)
+            # instead of the linker script's default, when the graph bounds it: the build links
+            # again if that differs.
+            reserve = reserve_bytes(report)
+            if reserve is not None and _reserved_stack(built.with_suffix(".elf")) != reserve:
+                sized = {**defines, "NMCM_STACK_SIZE": str(reserve)}
+                configure_and_build(tree, mcu, board, sized, spec.target, what, log, lock)
+            atomic_write(out / STACK_REPORT, json.dumps(report.as_dict(), indent=1).encode())
         # The ELF last: its presence is what makes the cache entry complete.
         for ext in ("map", "bin", "hex", "elf"):
             tmp = out / f".{spec.target}.{ext}.{os.getpid()}.tmp"

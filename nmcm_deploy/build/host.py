@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from nmcm_deploy.build.sources import compiler_id, firmware_dir, source_digest
@@ -16,8 +15,8 @@ from nmcm_deploy.reconcile.desired import sha256_hex
 
 CXX = os.environ.get("CXX", "g++")
 # Static libraries of the sim node, dependents before their dependencies (firmware/apps/node):
-# the host main and its pacer (--pace), the W5500 network and the node runtime, the W5500 driver and its emulator
-# (--network w5500-emulator), the POSIX transport, the protocol and the core.
+# the host main and its pacer (--pace), the W5500 network and the node runtime, the W5500 driver
+# and its emulator (--network w5500-emulator), the POSIX transport, the protocol and the core.
 NODE_LIBRARIES = (
     "nmcm_node_host",
     "nmcm_node_pace",

@@ -39,7 +39,11 @@ def run_step(cmd: list[str], what: str, log: Path, lock_fd: int | None = None) -
     with open(log, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=() if lock_fd is None else (lock_fd,)
+        proc = subprocess.run(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=() if lock_fd is None else (lock_fd,),
         )
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-15:]

@@ -170,6 +170,9 @@ def _arm_rows(prepared: Prepared, *, quiet: bool) -> list[dict[str, Any]]:
                 if prepared.target == "hardware"
                 else None,
                 "shortfall": sizes.shortfall(),
+                # The worst stack depth from the compiler's call graph, beside what the image
+                # reserves (nmcm_deploy/build/stack.py).
+                "stack": image.stack_dict(),
             }
         )
     return rows
@@ -224,3 +227,22 @@ def _arm_report(cluster: str, target: str, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         cached = "" if r["rebuilt"] else " (cached)"
         terminal.out().print(f"{r['name']}: {r['image']}{cached}", markup=False, highlight=False)
+        stack = r.get("stack")
+        if stack:
+            notes = [
+                f"{len(stack[k])} {what}"
+                for k, what in (
+                    ("indirect_calls", "indirect call sites bounded"),
+                    ("recursion", "recursive functions"),
+                    ("unknown_functions", "functions without a figure"),
+                )
+                if stack[k]
+            ]
+            terminal.out().print(
+                f"  stack: worst path {hb(stack['worst_bytes'])} of {hb(stack['reserved_bytes'])} "
+                f"reserved, margin {hb(stack['margin_bytes'])} (gcc call graph"
+                + (f"; {', '.join(notes)}" if notes else "")
+                + ")",
+                markup=False,
+                highlight=False,
+            )

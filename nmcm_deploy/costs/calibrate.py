@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from nmcm_deploy.compiler.inline import inline_ir
 from nmcm_deploy.compiler.ir import LayerKind, ModelIR
 from nmcm_deploy.compiler.memory import alias_groups
-from nmcm_deploy.costs.coefficients import Coefficients, Fit, Observation, fit
+from nmcm_deploy.costs.coefficients import Coefficients, Fit, Observation, Weights, fit, predict
 from nmcm_deploy.costs.features import (
     Call,
     Direction,
@@ -107,7 +107,7 @@ def _suite(seed: int, count: int) -> list[SuiteEntry]:
 
 def fit_suite() -> list[SuiteEntry]:
     """The models the weights are fitted to."""
-    return _suite(FIT_SEED, 120)
+    return _suite(FIT_SEED, 200)
 
 
 def check_suite() -> list[SuiteEntry]:
@@ -181,13 +181,48 @@ def _numel(shape: Sequence[int]) -> int:
     return out
 
 
+# A backward whose part with this prefix runs the forward's own code: conv2d's input gradient at
+# stride 1 is the forward's correlation (conv2d.cpp ``correlate``, the kernel flipped). That part
+# takes the forward's weights (fitted on many more such calls) and the rest of the backward is
+# fitted around it.
+SHARED_FORWARD = {Piece("conv2d", "backward"): "din_"}
+
+
+def fit_with_forward(observations: list[Observation], forward: Weights, prefix: str) -> Fit:
+    """A backward's weights where the features named ``prefix`` + a forward feature weigh what
+    that forward feature does; the others are fitted to what remains of each count."""
+    shared = {f"{prefix}{name}": w for name, w in forward.items()}
+
+    def part(o: Observation) -> float:
+        return sum(shared.get(n, 0.0) * v for n, v in o.features.items() if n in shared)
+
+    rest = [
+        Observation(
+            {n: v for n, v in o.features.items() if n not in shared}, o.instructions - part(o)
+        )
+        for o in observations
+    ]
+    kept = [o for o in rest if o.instructions > 0]
+    weights = {**(fit(kept).weights if kept else {}), **shared}
+    errors = [
+        abs(predict(weights, o.features) - o.instructions) / o.instructions for o in observations
+    ]
+    return Fit(weights, len(observations), max(errors), sum(errors) / len(errors))
+
+
 def fit_coefficients(calibration: Calibration, source: str) -> Coefficients:
     """Weights for every piece measured in ``calibration``."""
     grouped: dict[Piece, list[Observation]] = defaultdict(list)
     for measured in calibration.entries:
         for m in observations(measured):
             grouped[m.piece].append(m.observation)
-    fits: dict[Piece, Fit] = {piece: fit(obs) for piece, obs in grouped.items()}
+    fits: dict[Piece, Fit] = {
+        piece: fit(obs) for piece, obs in grouped.items() if piece not in SHARED_FORWARD
+    }
+    for piece, prefix in SHARED_FORWARD.items():
+        if piece in grouped:
+            forward = fits[Piece(piece.kind, "forward")].weights
+            fits[piece] = fit_with_forward(grouped[piece], forward, prefix)
     layers: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for piece, result in fits.items():
         if piece.direction:

@@ -96,7 +96,7 @@ def _correlation(k: _Corr) -> Features:
         one: Features = defaultdict(float)
 
         def tile(one: Features, q: int, p: int, nky: int, nkx: int, window: bool) -> None:
-            one["window_tile" if window else "single_tile" if p == 1 else "block_tile"] += 1
+            one["window_tile" if window else "single_tile"] += 1
             one["tile_channel"] += k.channels
             one["tile_row"] += k.channels * nky
             one["store"] += q * p
@@ -109,6 +109,16 @@ def _correlation(k: _Corr) -> Features:
                 one["load"] += k.channels * nky * nkx * (p + q)
                 one["fma"] += k.channels * nky * nkx * q * p
 
+        def pixel(one: Features, q: int, x: int, nky: int) -> None:
+            """correlation_pixel: one pixel, its taps clipped to the input."""
+            x0 = x * k.sx - k.px
+            kx0, kx1 = max(0, -x0), _clip(k.w - x0, k.kw)
+            if kx0 >= kx1:
+                one["empty_pixel"] += 1
+                one["store"] += q
+            else:
+                tile(one, q, 1, nky, kx1 - kx0, False)
+
         for y in range(k.oh):
             y0 = y * k.sy - k.py
             ky0, ky1 = max(0, -y0), _clip(k.h - y0, k.kh)
@@ -117,30 +127,13 @@ def _correlation(k: _Corr) -> Features:
                 one["store"] += q * k.ow
                 continue
             nky = ky1 - ky0
-            if k.kw == 3 and k.sx == 1:
-                for p, count in _blocks(k.ow, 4):
-                    for _ in range(count):
-                        tile(one, q, p, nky, 3, True)
-                continue
-            lo, hi = valid_span(k.ow, k.w + 1 - k.kw, k.sx, -k.px) if k.kw <= k.w else (0, 0)
-            if hi <= lo:
-                lo = hi = k.ow
-            for x in [*range(lo), *range(hi, k.ow)]:  # edge pixels, their taps clipped
-                x0 = x * k.sx - k.px
-                kx0, kx1 = max(0, -x0), _clip(k.w - x0, k.kw)
-                one["edge_pixel"] += 1
-                if kx0 >= kx1:
-                    one["store"] += q
-                else:
-                    tile(one, q, 1, nky, kx1 - kx0, False)
-            x = lo
-            if k.sx == 1:
-                for p in (4, 2):
-                    while x + p <= hi:
-                        tile(one, q, p, nky, k.kw, False)
-                        x += p
-            for _ in range(x, hi):
-                tile(one, q, 1, nky, k.kw, False)
+            x = 0
+            if k.kw == 3 and k.sx == 1:  # tiles of 4 pixels, then single ones
+                while x + 4 <= k.ow:
+                    tile(one, q, 4, nky, 3, True)
+                    x += 4
+            for rest in range(x, k.ow):
+                pixel(one, q, rest, nky)
         for name, v in one.items():
             c[name] += v * blocks
     return dict(c)
@@ -166,46 +159,31 @@ def _weight_grad(layer: Layer) -> tuple[Features, Features]:
             r_lo, r_hi = valid_span(oh, h, sh, ky - ph)
             rows = (r_hi - r_lo) * c * blocks
             if window3:
-                per_call["wg_tile"] += c * blocks
-                per_sample["wg_tile"] += c * blocks
-                per_sample["wg_flush"] += c * blocks * q * 3
-                per_sample["wg_row"] += rows
+                per_call["wg3_tile"] += c * blocks
+                per_sample["wg3_tile"] += c * blocks
+                per_sample["wg3_flush"] += c * blocks * q * 3
+                per_sample["wg3_row"] += rows
+                per_sample["wg3_row_channel"] += rows * q  # a pointer per output channel
                 x = 0
-                groups: list[int] = []
-                while x < ow and x < pw:
-                    groups.append(1)
-                    x += 1
-                for p in (4, 2):
-                    while x + p <= ow and x - pw + p + 2 <= w:
-                        groups.append(p)
-                        x += p
-                groups += [1] * (ow - x)
-                x = 0
-                for p in groups:
-                    inside = x - pw >= 0 and x - pw + p + 2 <= w
-                    per_sample["wg_group"] += rows
-                    per_sample["wg_single_group"] += rows if p == 1 else 0
-                    per_sample["wg_load"] += rows * (p + 2 + q * p)
-                    per_sample["wg_cond_load"] += 0 if inside else rows * (p + 2)
-                    per_sample["wg_fma"] += rows * q * p * 3
+                while x < ow:  # groups of 4 where their window is inside, single pixels else
+                    p = 4 if x >= pw and x + 4 <= ow and x - pw + 6 <= w else 1
+                    per_sample["wg3_group"] += rows
+                    per_sample["wg3_single_group"] += rows if p == 1 else 0
+                    per_sample["wg3_load"] += rows * (p + 2 + q * p)
+                    per_sample["wg3_cond_load"] += rows * 3 if p == 1 else 0
+                    per_sample["wg3_fma"] += rows * q * p * 3
                     x += p
                 continue
-            # Blocks of 4 taps of the row, then one block of the rest (weight_grad_channels).
-            taps = [(4 * j, 4) for j in range(kw // 4)] + (
-                [(kw - kw % 4, kw % 4)] if kw % 4 else []
-            )
-            for kx0, t in taps:
-                spans = [valid_span(ow, w, sw, kx0 + j - pw) for j in range(t)]
-                lo = max([0, *(s[0] for s in spans)])
-                hi = max(lo, min([ow, *(s[1] for s in spans)]))
-                edge = sum(max(0, min(s1, lo) - s0) + max(0, s1 - max(s0, hi)) for s0, s1 in spans)
+            # Other kernels: one tap per tile.
+            for kx0 in range(kw):
+                s0, s1 = valid_span(ow, w, sw, kx0 - pw)
                 per_call["wg_tile"] += c * blocks
                 per_sample["wg_tile"] += c * blocks
-                per_sample["wg_flush"] += c * blocks * q * t
+                per_sample["wg_flush"] += c * blocks * q
                 per_sample["wg_row"] += rows
-                per_sample["wg_edge"] += rows * edge
-                per_sample["wg_load"] += rows * ((hi - lo) * (t + q) + edge * (1 + q))
-                per_sample["wg_fma"] += rows * q * ((hi - lo) * t + edge)
+                per_sample["wg_row_channel"] += rows * q
+                per_sample["wg_load"] += rows * (s1 - s0) * (1 + q)
+                per_sample["wg_fma"] += rows * q * (s1 - s0)
     return dict(per_call), dict(per_sample)
 
 
@@ -240,14 +218,16 @@ def _conv_input_corr(layer: Layer) -> _Corr:
 
 
 _CORRELATION = (
-    "out_row", "window_tile", "single_tile", "block_tile", "edge_pixel", "tile_channel",
+    "out_row", "window_tile", "single_tile", "empty_pixel", "tile_channel",
     "tile_row", "tile_tap", "window_load", "load", "fma", "store",
 )  # fmt: skip
 CONV_FORWARD = ("call", "sample", *_CORRELATION)
 CONV_BACKWARD = (
-    "call", "sample", "bias_element", "wg_tile", "wg_tile_sample", "wg_flush", "wg_row",
-    "wg_group", "wg_single_group", "wg_edge", "wg_load",
-    "wg_cond_load", "wg_fma",
+    "call", "sample", "bias_plane", "bias_element",
+    "wg_tile", "wg_tile_sample", "wg_flush", "wg_row", "wg_row_channel", "wg_load", "wg_fma",
+    "wg3_tile", "wg3_tile_sample", "wg3_flush", "wg3_row", "wg3_row_channel", "wg3_group",
+    "wg3_single_group",
+    "wg3_load", "wg3_cond_load", "wg3_fma",
     *(f"din_{name}" for name in _CORRELATION),
     "sdin_fill", "sdin_tap", "sdin_row", "sdin_mac",
 )  # fmt: skip
@@ -262,16 +242,14 @@ def _conv_features(layer: Layer, n: int, forward: bool, din: bool) -> Features:
                 out[name] += n * v
         return out
     oc = layer.out_shape[0]
-    if layer.bias:
+    if layer.bias:  # one sum per sample and output channel
+        out["bias_plane"] = n * oc
         out["bias_element"] = n * oc * numel(layer.out_shape[1:])
     per_call, per_sample = _weight_grad(layer)
-    out["wg_tile"] += per_call.get("wg_tile", 0.0)
-    out["wg_tile_sample"] += n * per_sample.get("wg_tile", 0.0)
-    for name in (
-        "wg_flush", "wg_row", "wg_group", "wg_single_group",
-        "wg_edge", "wg_load", "wg_cond_load", "wg_fma",
-    ):  # fmt: skip
-        out[name] += n * per_sample.get(name, 0.0)
+    for name, v in per_call.items():  # the tiles, once per call
+        out[name] += v
+    for name, v in per_sample.items():  # a tile's per-sample part, and the rest, per sample
+        out[f"{name}_sample" if name.endswith("_tile") else name] += n * v
     if not din:
         return out
     if layer.stride == (1, 1):

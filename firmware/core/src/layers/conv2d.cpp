@@ -1,7 +1,6 @@
 #include "nmcm/layers/conv2d.h"
 
 #include <cstddef>
-#include <type_traits>
 
 #include "../vec.h"
 #include "tile.h"
@@ -125,7 +124,24 @@ void window3_tile(float* out, size_t out_plane, const float* row0, int32_t col0,
   }
 }
 
-// One output row of the 3-wide kernel at column stride 1, in tiles of 4 pixels, then single ones.
+// One pixel of Q output channels, its taps clipped to the input (any kernel, any stride).
+template <int Q, int DX>
+void correlation_pixel(float* orow, size_t out_plane, const float* irow, const Correlation& k,
+                       const float* trow, const Taps& t, uint32_t nky, uint32_t x,
+                       const float* init) {
+  const int32_t x0 = static_cast<int32_t>(x * k.sx) - k.px;
+  const uint32_t kx0 = x0 < 0 ? static_cast<uint32_t>(-x0) : 0u;
+  const uint32_t kx1 = clip(static_cast<int32_t>(k.w) - x0, k.kw);
+  if (kx0 >= kx1) {  // no input column under the kernel: the output is its initial value
+    NMCM_UNROLL for (int q = 0; q < Q; ++q) orow[q * out_plane + x] = init ? init[q] : 0.0f;
+    return;
+  }
+  correlation_tile<Q, 1, DX>(orow + x, out_plane, irow + (x0 + static_cast<int32_t>(kx0)), k,
+                             trow + static_cast<ptrdiff_t>(kx0) * DX, t, nky, kx1 - kx0, init);
+}
+
+// One output row of the 3-wide kernel at column stride 1, in tiles of 4 pixels, then single ones
+// (correlation_pixel).
 template <int Q, int DX>
 void window3_row(float* orow, size_t out_plane, const float* irow, const Correlation& k,
                  const float* trow, const Taps& t, uint32_t nky, const float* init) {
@@ -142,7 +158,7 @@ void window3_row(float* orow, size_t out_plane, const float* irow, const Correla
   };
   uint32_t x = 0;
   for (; x + 4 <= k.ow; x += 4) run(window3_tile<Q, 4, DX>, x, 4);
-  for (; x < k.ow; ++x) run(window3_tile<Q, 1, DX>, x, 1);
+  for (; x < k.ow; ++x) correlation_pixel<Q, DX>(orow, out_plane, irow, k, trow, t, nky, x, init);
 }
 
 // Output channels [q0, q0 + Q) of one sample.
@@ -172,38 +188,10 @@ void correlation_channels(float* out, const float* in, const Correlation& k, con
       window3_row<Q, DX>(orow, out_plane, irow, k, trow, t, nky, init);
       continue;
     }
-    // Columns whose every tap is inside the input: x·sx − px >= 0 and x·sx − px + kw <= w.
-    const Span full = k.kw <= k.w ? valid_span(k.ow, k.w + 1 - k.kw, k.sx, -k.px) : Span{0, 0};
-    const uint32_t lo = full.len() ? full.lo : k.ow, hi = full.len() ? full.hi : k.ow;
-    uint32_t x = 0;
-    auto edge = [&](uint32_t xe) {  // one pixel, its taps clipped to the input
-      const int32_t x0 = static_cast<int32_t>(xe * k.sx) - k.px;
-      const uint32_t kx0 = x0 < 0 ? static_cast<uint32_t>(-x0) : 0u;
-      const uint32_t kx1 = clip(static_cast<int32_t>(k.w) - x0, k.kw);
-      if (kx0 >= kx1) {
-        NMCM_UNROLL for (int q = 0; q < Q; ++q) orow[q * out_plane + xe] = init ? init[q] : 0.0f;
-        return;
-      }
-      correlation_tile<Q, 1, DX>(orow + xe, out_plane, irow + (x0 + static_cast<int32_t>(kx0)), k,
-                                 trow + static_cast<ptrdiff_t>(kx0) * DX, t, nky, kx1 - kx0, init);
-    };
-    for (; x < lo; ++x) edge(x);
-    if (k.sx == 1) {
-      auto run = [&](auto tile, uint32_t width) {
-        for (; x + width <= hi; x += width) {
-          tile(orow + x, out_plane, irow + (static_cast<int32_t>(x) - k.px), k, trow, t, nky, k.kw,
-               init);
-        }
-      };
-      run(correlation_tile<Q, 4, DX>, 4);
-      run(correlation_tile<Q, 2, DX>, 2);
+    // Other kernels (rarer in small CNNs) take one pixel per tile: less code in flash.
+    for (uint32_t x = 0; x < k.ow; ++x) {
+      correlation_pixel<Q, DX>(orow, out_plane, irow, k, trow, t, nky, x, init);
     }
-    for (; x < hi; ++x) {
-      correlation_tile<Q, 1, DX>(orow + x, out_plane,
-                                 irow + (static_cast<int32_t>(x * k.sx) - k.px), k, trow, t, nky,
-                                 k.kw, init);
-    }
-    for (; x < k.ow; ++x) edge(x);
   }
 }
 
@@ -279,13 +267,14 @@ void weight_grad_tile(float* dw, const float* dout, const float* in, const Geom2
 
 // The weight gradient of the 3-wide kernel at column stride 1, for the Q output channels from q,
 // input channel c and kernel row ky: the three taps of the row are summed together, over groups of
-// P adjacent output pixels that read their P + 2 input columns once (columns outside the input are
-// zeros), so each loaded input feeds up to 3·Q multiply-adds and each loaded output gradient 3.
+// P adjacent output pixels that read their P + 2 input columns once (for a single pixel, columns
+// outside the input are zeros), so each loaded input feeds up to 3·Q multiply-adds and each loaded
+// output gradient 3.
 template <int Q, int P>
 NMCM_TILE_INLINE void weight_grad3_group(float (&acc)[Q][3], const float* const (&gq)[Q],
                                          const float* xrow, int32_t col0, uint32_t w) {
   float xc[P + 2];
-  if (col0 >= 0 && col0 + P + 2 <= static_cast<int32_t>(w)) {
+  if constexpr (P > 1) {  // a group is formed only where its window is inside the input
     NMCM_UNROLL for (int j = 0; j < P + 2; ++j) xc[j] = xrow[col0 + j];
   } else {
     NMCM_UNROLL for (int j = 0; j < P + 2; ++j) {
@@ -317,21 +306,20 @@ void weight_grad3_tile(float* dw, const float* dout, const float* in, const Geom
       const float* xrow = xs + (size_t{y} + ky - g.ph) * g.w;
       const float* gq[Q];
       NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) gq[qq] = gs + qq * out_plane + size_t{y} * g.ow;
-      // Single pixels up to the first whose window is inside the input, groups of 4, 2 and 1
-      // while the window stays inside, then single pixels again (at most pw on each side).
+      // Groups of 4 pixels where their window is inside the input, single pixels elsewhere.
       const int32_t pw = static_cast<int32_t>(g.pw), w = static_cast<int32_t>(g.w);
-      int32_t x = 0;
       const int32_t ow = static_cast<int32_t>(g.ow);
-      auto group = [&](auto width) {
-        constexpr int P = decltype(width)::value;
-        weight_grad3_group<Q, P>(acc, gq, xrow, x - pw, g.w);
-        NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) gq[qq] += P;
-        x += P;
-      };
-      for (; x < ow && x < pw;) group(std::integral_constant<int, 1>{});
-      while (x + 4 <= ow && x - pw + 6 <= w) group(std::integral_constant<int, 4>{});
-      while (x + 2 <= ow && x - pw + 4 <= w) group(std::integral_constant<int, 2>{});
-      while (x < ow) group(std::integral_constant<int, 1>{});
+      for (int32_t x = 0; x < ow;) {
+        if (x >= pw && x + 4 <= ow && x - pw + 6 <= w) {
+          weight_grad3_group<Q, 4>(acc, gq, xrow, x - pw, g.w);
+          NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) gq[qq] += 4;
+          x += 4;
+        } else {
+          weight_grad3_group<Q, 1>(acc, gq, xrow, x - pw, g.w);
+          NMCM_UNROLL for (int qq = 0; qq < Q; ++qq)++ gq[qq];
+          ++x;
+        }
+      }
     }
     NMCM_UNROLL for (int qq = 0; qq < Q; ++qq) {
       NMCM_UNROLL for (int kx = 0; kx < 3; ++kx) d[qq * g.c * taps + kx] += acc[qq][kx];
@@ -348,21 +336,9 @@ void weight_grad_channels(float* dw, const float* dout, const float* in, const G
         weight_grad3_tile<Q>(dw, dout, in, g, n, q, c, ky);
         continue;
       }
-      uint32_t kx = 0;
-      for (; kx + 4 <= g.kw; kx += 4) weight_grad_tile<Q, 4>(dw, dout, in, g, n, q, c, ky, kx);
-      switch (g.kw - kx) {
-        case 3:
-          weight_grad_tile<Q, 3>(dw, dout, in, g, n, q, c, ky, kx);
-          break;
-        case 2:
-          weight_grad_tile<Q, 2>(dw, dout, in, g, n, q, c, ky, kx);
-          break;
-        case 1:
-          weight_grad_tile<Q, 1>(dw, dout, in, g, n, q, c, ky, kx);
-          break;
-        default:
-          break;
-      }
+      // Other kernels: one tap per tile (less code in flash).
+      for (uint32_t kx = 0; kx < g.kw; ++kx)
+        weight_grad_tile<Q, 1>(dw, dout, in, g, n, q, c, ky, kx);
     }
   }
 }
