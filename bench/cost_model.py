@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from nmcm_deploy.costs import calibrate  # noqa: E402
 from nmcm_deploy.costs import coefficients as coef  # noqa: E402
-from nmcm_deploy.costs.measure import CORES, measure  # noqa: E402
+from nmcm_deploy.costs.features import Call, Direction, useful_macs  # noqa: E402
+from nmcm_deploy.costs.measure import CORES, EntryInstructions, measure  # noqa: E402
 
 
 def weights_of(c: coef.Coefficients, piece: calibrate.Piece) -> dict[str, float]:
@@ -30,8 +31,15 @@ def weights_of(c: coef.Coefficients, piece: calibrate.Piece) -> dict[str, float]
     return c.layer(piece.kind, piece.direction)
 
 
-def macs(features: dict[str, float]) -> float:
-    return sum(v for k, v in features.items() if k.endswith("mac"))
+def macs(entry: EntryInstructions) -> int:
+    """The multiply-accumulates of one training step, padding skipped (features.useful_macs)."""
+    layers = entry.entry.ir.layers
+    grads = calibrate._input_grads(entry.entry.ir)
+    return sum(
+        useful_macs(Call(layer, direction, entry.samples, input_grad=grads[i]))
+        for i, layer in enumerate(layers)
+        for direction in Direction
+    )
 
 
 def main() -> None:
@@ -45,10 +53,7 @@ def main() -> None:
         shipped = coef.shipped(core)
         measured = measure(suite, core)
         # The naive model: one figure per MAC, fitted (least squares) to these very steps.
-        total_macs = [
-            sum(macs(m.observation.features) for m in calibrate.observations(e))
-            for e in measured.entries
-        ]
+        total_macs = [macs(e) for e in measured.entries]
         per_mac = sum(e.per_step for e in measured.entries) / max(1.0, sum(total_macs))
         step_model, step_naive = [], []
         by_kind: dict[str, list[float]] = {}
