@@ -59,44 +59,6 @@ Geom2d draw_geometry(std::mt19937& rng, uint32_t max_channels) {
   }
 }
 
-struct ConvReference {
-  std::vector<double> y, dx, dw, db;
-};
-
-ConvReference conv_reference(const Geom2d& g, uint32_t n, const std::vector<float>& x,
-                             const std::vector<float>& w, const std::vector<float>& b,
-                             const std::vector<float>& dy) {
-  ConvReference r{std::vector<double>(dy.size()), std::vector<double>(x.size(), 0.0),
-                  std::vector<double>(w.size(), 0.0), std::vector<double>(g.oc, 0.0)};
-  for (uint32_t s = 0; s < n; ++s) {
-    for (uint32_t o = 0; o < g.oc; ++o) {
-      for (uint32_t oy = 0; oy < g.oh; ++oy) {
-        for (uint32_t ox = 0; ox < g.ow; ++ox) {
-          const size_t yi = ((size_t{s} * g.oc + o) * g.oh + oy) * g.ow + ox;
-          double acc = b[o];
-          for (uint32_t ic = 0; ic < g.c; ++ic) {
-            for (uint32_t ky = 0; ky < g.kh; ++ky) {
-              for (uint32_t kx = 0; kx < g.kw; ++kx) {
-                const int64_t iy = int64_t{oy} * g.sh + ky - g.ph;
-                const int64_t ix = int64_t{ox} * g.sw + kx - g.pw;
-                if (iy < 0 || ix < 0 || iy >= g.h || ix >= g.w) continue;
-                const size_t xi = ((size_t{s} * g.c + ic) * g.h + iy) * g.w + ix;
-                const size_t wi = ((size_t{o} * g.c + ic) * g.kh + ky) * g.kw + kx;
-                acc += double{x[xi]} * w[wi];
-                r.dx[xi] += double{dy[yi]} * w[wi];
-                r.dw[wi] += double{dy[yi]} * x[xi];
-              }
-            }
-          }
-          r.y[yi] = acc;
-          r.db[o] += dy[yi];
-        }
-      }
-    }
-  }
-  return r;
-}
-
 TEST(Conv2dProperty, SampledGeometriesMatchTheDefinition) {
   std::mt19937 rng(11);
   for (int i = 0; i < kSamples; ++i) {
@@ -110,7 +72,7 @@ TEST(Conv2dProperty, SampledGeometriesMatchTheDefinition) {
     std::vector<float> y(ny, 9.0f), dx(nx, 9.0f), dw(w.size(), 0.0f), db(g.oc, 0.0f);
     conv2d_forward(y.data(), x.data(), w.data(), b.data(), g, n);
     conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), g, n);
-    const ConvReference r = conv_reference(g, n, x, w, b, dy);
+    const test::Reference r = test::conv2d_reference(g, n, x, w, b, dy);
     ASSERT_LT(rel_err(y.data(), r.y.data(), ny), kTol);
     ASSERT_LT(rel_err(dx.data(), r.dx.data(), nx), kTol);
     ASSERT_LT(rel_err(dw.data(), r.dw.data(), dw.size()), kTol);
@@ -153,23 +115,11 @@ TEST(LinearProperty, SampledSizesMatchTheDefinitionAndSplitExactly) {
         db(out, 0.0f);
     linear_forward(y.data(), x.data(), w.data(), b.data(), n, in, out);
     linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), n, in, out);
-    std::vector<double> ry(y.size()), rdx(dx.size(), 0.0), rdw(dw.size(), 0.0), rdb(out, 0.0);
-    for (uint32_t s = 0; s < n; ++s) {
-      for (uint32_t o = 0; o < out; ++o) {
-        double acc = b[o];
-        for (uint32_t j = 0; j < in; ++j) {
-          acc += double{x[s * in + j]} * w[o * in + j];
-          rdx[s * in + j] += double{dy[s * out + o]} * w[o * in + j];
-          rdw[o * in + j] += double{dy[s * out + o]} * x[s * in + j];
-        }
-        ry[s * out + o] = acc;
-        rdb[o] += dy[s * out + o];
-      }
-    }
-    ASSERT_LT(rel_err(y.data(), ry.data(), y.size()), kTol);
-    ASSERT_LT(rel_err(dx.data(), rdx.data(), dx.size()), kTol);
-    ASSERT_LT(rel_err(dw.data(), rdw.data(), dw.size()), kTol);
-    ASSERT_LT(rel_err(db.data(), rdb.data(), db.size()), kTol);
+    const test::Reference r = test::linear_reference(x, w, b, dy, n, in, out);
+    ASSERT_LT(rel_err(y.data(), r.y.data(), y.size()), kTol);
+    ASSERT_LT(rel_err(dx.data(), r.dx.data(), dx.size()), kTol);
+    ASSERT_LT(rel_err(dw.data(), r.dw.data(), dw.size()), kTol);
+    ASSERT_LT(rel_err(db.data(), r.db.data(), db.size()), kTol);
 
     // The same gradients, accumulated over two micro-batches: the same bits.
     std::vector<float> dw2(out * in, 0.0f), db2(out, 0.0f);

@@ -34,23 +34,11 @@ TEST(Linear, ForwardAndBackwardMatchTheDefinition) {
   linear_forward(y.data(), x.data(), w.data(), b.data(), n, in, out);
   linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), n, in, out);
 
-  std::vector<double> ry(n * out), rdx(n * in, 0.0), rdw(out * in, 0.0), rdb(out, 0.0);
-  for (uint32_t s = 0; s < n; ++s) {
-    for (uint32_t o = 0; o < out; ++o) {
-      double acc = b[o];
-      for (uint32_t i = 0; i < in; ++i) {
-        acc += double{x[s * in + i]} * w[o * in + i];
-        rdx[s * in + i] += double{dy[s * out + o]} * w[o * in + i];
-        rdw[o * in + i] += double{dy[s * out + o]} * x[s * in + i];
-      }
-      ry[s * out + o] = acc;
-      rdb[o] += dy[s * out + o];
-    }
-  }
-  EXPECT_LT(rel_err(y.data(), ry.data(), y.size()), kTol);
-  EXPECT_LT(rel_err(dx.data(), rdx.data(), dx.size()), kTol);
-  EXPECT_LT(rel_err(dw.data(), rdw.data(), dw.size()), kTol);
-  EXPECT_LT(rel_err(db.data(), rdb.data(), db.size()), kTol);
+  const test::Reference r = test::linear_reference(x, w, b, dy, n, in, out);
+  EXPECT_LT(rel_err(y.data(), r.y.data(), y.size()), kTol);
+  EXPECT_LT(rel_err(dx.data(), r.dx.data(), dx.size()), kTol);
+  EXPECT_LT(rel_err(dw.data(), r.dw.data(), dw.size()), kTol);
+  EXPECT_LT(rel_err(db.data(), r.db.data(), db.size()), kTol);
 }
 
 TEST(Linear, BackwardAccumulatesParameterGradientsAndOverwritesInputGradient) {
@@ -112,37 +100,11 @@ TEST_P(Conv2dTest, ForwardAndBackwardMatchTheDefinition) {
   conv2d_forward(y.data(), x.data(), w.data(), b.data(), g, k.n);
   conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), g, k.n);
 
-  std::vector<double> ry(ny), rdx(nx, 0.0), rdw(nw, 0.0), rdb(g.oc, 0.0);
-  for (uint32_t s = 0; s < k.n; ++s) {
-    for (uint32_t o = 0; o < g.oc; ++o) {
-      for (uint32_t oy = 0; oy < g.oh; ++oy) {
-        for (uint32_t ox = 0; ox < g.ow; ++ox) {
-          const size_t yi = ((size_t{s} * g.oc + o) * g.oh + oy) * g.ow + ox;
-          double acc = b[o];
-          for (uint32_t ic = 0; ic < g.c; ++ic) {
-            for (uint32_t ky = 0; ky < g.kh; ++ky) {
-              for (uint32_t kx = 0; kx < g.kw; ++kx) {
-                const int64_t iy = int64_t{oy} * g.sh + ky - g.ph;
-                const int64_t ix = int64_t{ox} * g.sw + kx - g.pw;
-                if (iy < 0 || ix < 0 || iy >= g.h || ix >= g.w) continue;  // zero padding
-                const size_t xi = ((size_t{s} * g.c + ic) * g.h + iy) * g.w + ix;
-                const size_t wi = ((size_t{o} * g.c + ic) * g.kh + ky) * g.kw + kx;
-                acc += double{x[xi]} * w[wi];
-                rdx[xi] += double{dy[yi]} * w[wi];
-                rdw[wi] += double{dy[yi]} * x[xi];
-              }
-            }
-          }
-          ry[yi] = acc;
-          rdb[o] += dy[yi];
-        }
-      }
-    }
-  }
-  EXPECT_LT(rel_err(y.data(), ry.data(), ny), kTol);
-  EXPECT_LT(rel_err(dx.data(), rdx.data(), nx), kTol);
-  EXPECT_LT(rel_err(dw.data(), rdw.data(), nw), kTol);
-  EXPECT_LT(rel_err(db.data(), rdb.data(), g.oc), kTol);
+  const test::Reference r = test::conv2d_reference(g, k.n, x, w, b, dy);
+  EXPECT_LT(rel_err(y.data(), r.y.data(), ny), kTol);
+  EXPECT_LT(rel_err(dx.data(), r.dx.data(), nx), kTol);
+  EXPECT_LT(rel_err(dw.data(), r.dw.data(), nw), kTol);
+  EXPECT_LT(rel_err(db.data(), r.db.data(), g.oc), kTol);
 
   // Without din and bias only the weight gradient is computed (and accumulates).
   std::vector<float> dw2(dw);

@@ -35,4 +35,58 @@ double rel_err(const float* a, const float* b, size_t n) {
   return rel_err(a, wide.data(), n);
 }
 
+Reference linear_reference(const std::vector<float>& x, const std::vector<float>& w,
+                           const std::vector<float>& b, const std::vector<float>& dy, uint32_t n,
+                           uint32_t in, uint32_t out) {
+  Reference r{std::vector<double>(size_t{n} * out), std::vector<double>(size_t{n} * in, 0.0),
+              std::vector<double>(size_t{out} * in, 0.0), std::vector<double>(out, 0.0)};
+  for (uint32_t s = 0; s < n; ++s) {
+    for (uint32_t o = 0; o < out; ++o) {
+      double acc = b[o];
+      for (uint32_t i = 0; i < in; ++i) {
+        acc += double{x[s * in + i]} * w[o * in + i];
+        r.dx[s * in + i] += double{dy[s * out + o]} * w[o * in + i];
+        r.dw[o * in + i] += double{dy[s * out + o]} * x[s * in + i];
+      }
+      r.y[s * out + o] = acc;
+      r.db[o] += dy[s * out + o];
+    }
+  }
+  return r;
+}
+
+Reference conv2d_reference(const Geom2d& g, uint32_t n, const std::vector<float>& x,
+                           const std::vector<float>& w, const std::vector<float>& b,
+                           const std::vector<float>& dy) {
+  Reference r{std::vector<double>(dy.size()), std::vector<double>(x.size(), 0.0),
+              std::vector<double>(w.size(), 0.0), std::vector<double>(g.oc, 0.0)};
+  for (uint32_t s = 0; s < n; ++s) {
+    for (uint32_t o = 0; o < g.oc; ++o) {
+      for (uint32_t oy = 0; oy < g.oh; ++oy) {
+        for (uint32_t ox = 0; ox < g.ow; ++ox) {
+          const size_t yi = ((size_t{s} * g.oc + o) * g.oh + oy) * g.ow + ox;
+          double acc = b[o];
+          for (uint32_t ic = 0; ic < g.c; ++ic) {
+            for (uint32_t ky = 0; ky < g.kh; ++ky) {
+              for (uint32_t kx = 0; kx < g.kw; ++kx) {
+                const int64_t iy = int64_t{oy} * g.sh + ky - g.ph;
+                const int64_t ix = int64_t{ox} * g.sw + kx - g.pw;
+                if (iy < 0 || ix < 0 || iy >= g.h || ix >= g.w) continue;  // zero padding
+                const size_t xi = ((size_t{s} * g.c + ic) * g.h + iy) * g.w + ix;
+                const size_t wi = ((size_t{o} * g.c + ic) * g.kh + ky) * g.kw + kx;
+                acc += double{x[xi]} * w[wi];
+                r.dx[xi] += double{dy[yi]} * w[wi];
+                r.dw[wi] += double{dy[yi]} * x[xi];
+              }
+            }
+          }
+          r.y[yi] = acc;
+          r.db[o] += dy[yi];
+        }
+      }
+    }
+  }
+  return r;
+}
+
 }  // namespace nmcm::test

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "nmcm/layer.h"
 #include "nmcm/stage.h"
 
 namespace nmcm::test {
@@ -29,5 +30,20 @@ std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale = 1.0f
 // max|a - b| / max|b| over two float arrays.
 double rel_err(const float* a, const double* b, size_t n);
 double rel_err(const float* a, const float* b, size_t n);
+
+// The definitions, in double precision: what the kernels are checked against.
+struct Reference {
+  std::vector<double> y, dx, dw, db;  // output, input gradient, weight and bias gradients
+};
+
+// nn.Linear on n samples: y = x·wᵀ + b, and the gradients of dy.
+Reference linear_reference(const std::vector<float>& x, const std::vector<float>& w,
+                           const std::vector<float>& b, const std::vector<float>& dy, uint32_t n,
+                           uint32_t in, uint32_t out);
+
+// nn.Conv2d on n samples (zero padding), and the gradients of dy.
+Reference conv2d_reference(const Geom2d& g, uint32_t n, const std::vector<float>& x,
+                           const std::vector<float>& w, const std::vector<float>& b,
+                           const std::vector<float>& dy);
 
 }  // namespace nmcm::test

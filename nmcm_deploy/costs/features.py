@@ -187,11 +187,11 @@ def _weight_grad(layer: Layer) -> tuple[Features, Features]:
     return dict(per_call), dict(per_sample)
 
 
-def _strided_input_grad(layer: Layer) -> Features:
-    """Per sample, conv2d's input gradient at a stride above 1 (conv2d.cpp
-    ``input_grad_strided``): tap by tap, its valid rows and their products."""
-    c, h, w = layer.in_shape
-    oc, oh, ow = layer.out_shape
+def _valid_taps(layer: Layer) -> tuple[int, int]:
+    """Per (output channel, input channel) pair and sample, summed over the kernel taps: each
+    tap's output rows whose input row is inside, and its products whose input is inside."""
+    _, h, w = layer.in_shape
+    _, oh, ow = layer.out_shape
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
     rows = macs = 0
     for ky in range(kh):
@@ -200,7 +200,15 @@ def _strided_input_grad(layer: Layer) -> Features:
             c_lo, c_hi = valid_span(ow, w, sw, kx - pw)
             rows += r_hi - r_lo
             macs += (r_hi - r_lo) * (c_hi - c_lo)
-    pairs = c * oc
+    return rows, macs
+
+
+def _strided_input_grad(layer: Layer) -> Features:
+    """Per sample, conv2d's input gradient at a stride above 1 (conv2d.cpp
+    ``input_grad_strided``): tap by tap, its valid rows and their products."""
+    rows, macs = _valid_taps(layer)
+    pairs = layer.in_shape[0] * layer.out_shape[0]
+    kh, kw = layer.kernel
     return {"sdin_tap": pairs * kh * kw, "sdin_row": pairs * rows, "sdin_mac": pairs * macs}
 
 
@@ -388,7 +396,7 @@ def useful_macs(call: Call) -> int:
     if layer.kind is LayerKind.LINEAR:
         per = layer.in_shape[0] * layer.out_shape[0]
     elif layer.kind is LayerKind.CONV2D:
-        per = int(_strided_input_grad(layer)["sdin_mac"])
+        per = layer.in_shape[0] * layer.out_shape[0] * _valid_taps(layer)[1]
     else:
         return 0
     if call.direction is Direction.FORWARD:

@@ -14,8 +14,9 @@ namespace {
 // The forward pass and, at stride 1, the input gradient are the same loop: an output-stationary
 // correlation. A tile of Q output channels × P adjacent output pixels of a row keeps its Q·P sums
 // in registers over every input channel and kernel tap, so each loaded input feeds Q multiply-adds
-// and each loaded weight P of them. Padding is handled per row and per pixel block, never per
-// multiply-add: the taps of a tile are those whose input lies inside the image for all its pixels.
+// and each loaded weight P of them (P = 4 for the 3-wide kernel at stride 1, window3_tile; 1 for
+// every other kernel and the pixels after the last 4-pixel tile, correlation_tile). Padding is
+// handled per row and per tile, never per multiply-add.
 //
 // The weight gradient is weight-stationary: a tile of Q output channels × T taps of one kernel row
 // keeps its Q·T sums in registers over every sample and output pixel.
@@ -41,17 +42,15 @@ struct Correlation {
   int32_t py, px;  // may be negative (the input gradient's padding is kernel − 1 − padding)
 };
 
-// The Q × P tile whose first output is `out`, whose first tap's input is `in`, over every input
-// channel and the taps [0, nky) × [0, nkx) counted from `taps` (all valid for all P pixels).
-// P > 1 only at column stride 1.
-template <int Q, int P, int DX>
+// One pixel of Q output channels whose first output is `out` and whose first tap's input is `in`,
+// over every input channel and the taps [0, nky) × [0, nkx) counted from `taps` (all inside the
+// input).
+template <int Q, int DX>
 void correlation_tile(float* out, size_t out_plane, const float* in, const Correlation& k,
                       const float* taps, const Taps& t, uint32_t nky, uint32_t nkx,
                       const float* init) {
-  float acc[Q][P];
-  NMCM_UNROLL for (int q = 0; q < Q; ++q) {
-    NMCM_UNROLL for (int p = 0; p < P; ++p) acc[q][p] = init ? init[q] : 0.0f;
-  }
+  float acc[Q];
+  NMCM_UNROLL for (int q = 0; q < Q; ++q) acc[q] = init ? init[q] : 0.0f;
   const size_t in_plane = size_t{k.h} * k.w;
   for (uint32_t c = 0; c < k.channels; ++c) {
     const float* row = in + c * in_plane;
@@ -61,22 +60,18 @@ void correlation_tile(float* out, size_t out_plane, const float* in, const Corre
       const float* tp[Q];
       NMCM_UNROLL for (int q = 0; q < Q; ++q) tp[q] = trow + q * t.dq;
       for (uint32_t kx = 0; kx < nkx; ++kx) {
-        float xv[P];
-        NMCM_UNROLL for (int p = 0; p < P; ++p) xv[p] = x[p];
-        ++x;
+        const float xv = *x++;
         NMCM_UNROLL for (int q = 0; q < Q; ++q) {
           const float tv = *tp[q];
           tp[q] += DX;
-          NMCM_UNROLL for (int p = 0; p < P; ++p) acc[q][p] += tv * xv[p];
+          acc[q] += tv * xv;
         }
       }
       row += k.w;
       trow += t.dy;
     }
   }
-  NMCM_UNROLL for (int q = 0; q < Q; ++q) {
-    NMCM_UNROLL for (int p = 0; p < P; ++p) out[q * out_plane + p] = acc[q][p];
-  }
+  NMCM_UNROLL for (int q = 0; q < Q; ++q) out[q * out_plane] = acc[q];
 }
 
 // v clipped to [0, top].
@@ -136,8 +131,8 @@ void correlation_pixel(float* orow, size_t out_plane, const float* irow, const C
     NMCM_UNROLL for (int q = 0; q < Q; ++q) orow[q * out_plane + x] = init ? init[q] : 0.0f;
     return;
   }
-  correlation_tile<Q, 1, DX>(orow + x, out_plane, irow + (x0 + static_cast<int32_t>(kx0)), k,
-                             trow + static_cast<ptrdiff_t>(kx0) * DX, t, nky, kx1 - kx0, init);
+  correlation_tile<Q, DX>(orow + x, out_plane, irow + (x0 + static_cast<int32_t>(kx0)), k,
+                          trow + static_cast<ptrdiff_t>(kx0) * DX, t, nky, kx1 - kx0, init);
 }
 
 // One output row of the 3-wide kernel at column stride 1, in tiles of 4 pixels, then single ones

@@ -45,11 +45,6 @@ void forward_tile(float* y, const float* x, const float* w, const float* b, uint
       }
     }
   }
-  if (in_f == 0) {
-    NMCM_UNROLL for (int r = 0; r < R; ++r) {
-      NMCM_UNROLL for (int c = 0; c < C; ++c) y[size_t{out_f} * r + c] = 0.0f;
-    }
-  }
   if (b) {
     NMCM_UNROLL for (int r = 0; r < R; ++r) {
       NMCM_UNROLL for (int c = 0; c < C; ++c) y[size_t{out_f} * r + c] += b[c];

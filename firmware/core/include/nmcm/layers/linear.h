@@ -7,7 +7,8 @@
 
 namespace nmcm {
 
-// out[N, OUT] = in[N, IN] · w[OUT, IN]ᵀ + b[OUT] (b may be null).
+// out[N, OUT] = in[N, IN] · w[OUT, IN]ᵀ + b[OUT] (b may be null); every size at least 1 (the blob
+// loader refuses a zero dimension).
 void linear_forward(float* out, const float* in, const float* w, const float* b, uint32_t n,
                     uint32_t in_features, uint32_t out_features);
 
