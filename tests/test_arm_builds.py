@@ -8,10 +8,14 @@ these tests fail, they do not skip. Every build goes to a fresh temporary direct
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,6 +26,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from nmcm_deploy import profiles
+from nmcm_deploy.targets import qemu as qemu_target
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -410,6 +415,54 @@ def test_qemu_two_nodes_m4_and_m7_exchange_bytes(builds: dict[str, Build], free_
     for name, process in (("server", server), ("client", client)):
         assert process.returncode == 0, outputs[name]
         assert "uart1 echo ok" in outputs[name].splitlines(), outputs[name]
+
+
+@pytest.mark.parametrize("machine", QEMU_MACHINES)
+def test_qemu_host_link_echoes_through_the_relay(
+    builds: dict[str, Build], machine: str, free_port: int, tmp_path: Path
+) -> None:
+    """The host link (named pipes through semihosting, nmcm/port/host_link.h) and the node's relay
+    (qemu_relay.py): a MiB of random bytes sent to stream 0 in chunks of random sizes comes back
+    whole and in order, as the node's streams carry frames."""
+    rng = random.Random(machine)
+    payload = rng.randbytes(1 << 20)
+    link = tmp_path / "link"
+    relay = [sys.executable, str(qemu_target.RELAY), "--link", str(link)]
+    relay += ["--listen", f"0:{free_port}", "--"]
+    words = ("link-echo", f"bytes={len(payload)}", f"link={link}")
+    with started_qemu(relay + qemu_command(machine, builds[machine].smoke, *words)) as node:
+        deadline = time.monotonic() + QEMU_TIMEOUT_S
+        while True:  # until the relay listens
+            try:
+                connection = socket.create_connection(("127.0.0.1", free_port), timeout=1.0)
+                break
+            except OSError:
+                assert node.poll() is None and time.monotonic() < deadline, finish(node)
+                time.sleep(0.05)
+        with connection:
+            connection.settimeout(QEMU_TIMEOUT_S)
+
+            def send() -> None:
+                at = 0
+                while at < len(payload):
+                    size = rng.randint(1, 9000)
+                    connection.sendall(payload[at : at + size])
+                    at += size
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            received = bytearray()
+            while len(received) < len(payload):
+                chunk = connection.recv(1 << 16)
+                if not chunk:
+                    break
+                received += chunk
+            sender.join()
+        output = finish(node)
+    assert node.returncode == 0, output
+    assert f"link echo ok {len(payload)}" in output.splitlines()
+    assert bytes(received) == payload
+    assert not link.exists()  # the relay removes its pipes when QEMU ends
 
 
 def test_f413_image_boots_on_qemu_stm32f405(builds: dict[str, Build]) -> None:

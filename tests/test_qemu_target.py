@@ -1,7 +1,7 @@
 """`nmcm apply/status/down --target qemu`: the nodes' ARM images under qemu-system-arm — a Cortex-M4
-node on mps2-an386, a Cortex-M7 node on mps2-an500 — trained by the coordinator through their
-UARTs, with PyTorch parity, and their instructions per layer and training step, deterministic
-under -icount.
+node on mps2-an386, a Cortex-M7 node on mps2-an500 — trained by the coordinator through
+their host links and relays, with PyTorch parity, and their instructions per layer and training
+step, deterministic under -icount.
 
 Every QEMU runs under `timeout` (targets/qemu.py; NMCM_QEMU_LIFETIME bounds it here), and the
 module stops every node it started and checks that no QEMU of its own is left. The images are
@@ -29,7 +29,7 @@ from nmcm_deploy.protocol import ProtocolTimeout
 from nmcm_deploy.protocol.uart_link import ACCEPT, OPEN, RESET, open_uart_link
 from nmcm_deploy.targets import qemu
 from tests.cluster_helpers import digits_npz, free_port_block, torch_reference, write_manifest
-from tests.conftest import Result, run_nmcm
+from tests.conftest import QUICKSTART, Result, run_nmcm
 from tests.engine_helpers import TRAIN_RTOL, rel_err
 
 QEMU_LIFETIME_S = 240  # no node outlives a test run by more than this
@@ -229,9 +229,9 @@ def test_m7_node_trains_as_pytorch(tmp_path: Path, state: Path) -> None:
     assert nmcm(state, "down", manifest).code == 0
 
 
-def test_m4_and_m7_nodes_train_through_their_uarts(tmp_path: Path, state: Path) -> None:
-    """The CNN split over an M4 node and an M7 node, joined UART to UART, two micro-batches in
-    flight: the pipeline trains to PyTorch's weights, and each node counts its own layers."""
+def test_m4_and_m7_nodes_train_through_their_host_links(tmp_path: Path, state: Path) -> None:
+    """The CNN split over an M4 node and an M7 node, joined through their relays, two micro-batches
+    in flight: the pipeline trains to PyTorch's weights, and each node counts its own layers."""
     manifest = qemu_manifest(
         tmp_path, "qemu-pair", [("f413", 0, 3), ("h7a3", 4, 5)], epochs=1, micro_batches=2
     )
@@ -248,4 +248,32 @@ def test_m4_and_m7_nodes_train_through_their_uarts(tmp_path: Path, state: Path) 
     assert code == 0, cluster
     assert [n["steps"] for n in cluster["nodes"]] == [4, 4]
     assert nmcm(state, "down", manifest).code == 0
+    assert not _our_qemus(state)
+
+
+def test_quickstart_trains_all_of_digits_on_qemu_as_on_sim(tmp_path: Path, state: Path) -> None:
+    """The quick start as shipped (M4 + M7, 5 epochs, all 1,437 training samples of digits) under
+    QEMU, through the host links: the same weights as the sim cluster's to float rounding (the
+    ARM build contracts multiply-adds into FMAs, the host's does not) and the same accuracy."""
+    doc = yaml.safe_load(QUICKSTART.read_text())
+    doc["spec"]["network"]["port"] = free_port_block(3 * len(doc["spec"]["stages"]))
+    runs = {}
+    for target in ("sim", "qemu"):
+        doc["spec"]["target"] = target
+        manifest = tmp_path / f"{target}.yaml"
+        manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+        out = tmp_path / target
+        result = nmcm(state, "apply", manifest, "--out", out)
+        assert result.code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["target"] == target
+        runs[target] = (metrics, torch.load(out / "model.pt", weights_only=True))
+        assert nmcm(state, "down", manifest).code == 0
+    (sim, sim_weights), (emulated, weights) = runs["sim"], runs["qemu"]
+    assert sum(r["batches"] for r in emulated["micro_batches_run"]) == 5 * 90  # ceil(1437 / 16)
+    errors = {name: rel_err(weights[name], sim_weights[name]) for name in sim_weights}
+    assert max(errors.values()) <= TRAIN_RTOL, errors
+    for ours, theirs in zip(emulated["epochs"], sim["epochs"], strict=True):
+        assert ours["test_accuracy"] == theirs["test_accuracy"], (ours, theirs)
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
     assert not _our_qemus(state)

@@ -4,25 +4,26 @@ the MCU profile's ``qemu_machine``), with ``-icount shift=0`` so that instructio
 deterministic. Each node logs the instructions of every training step, per layer
 (firmware/apps/node-qemu/profile.h); ``first_step`` reads a job's first from the log.
 
-The node firmware (firmware/apps/node-qemu) talks through four UARTs, each one connection at a
-time; QEMU joins each to a loopback TCP port with a socket chardev (docs/protocol.md, "Under
+The node firmware (firmware/apps/node-qemu) has four byte streams, each one connection at a time,
+carried by its host link: two named pipes read and written through semihosting, which the node's
+relay (``qemu_relay.py``, QEMU's parent) joins to loopback TCP ports (docs/protocol.md, "Under
 QEMU"). For stage ``s`` of ``K`` and ``network.port`` = ``P``:
 
-=====  ==========================  ==========  =====================================
-UART   peer                        chardev     port
-=====  ==========================  ==========  =====================================
-0      the coordinator             server      ``P + s`` (as in sim)
-1      the upstream neighbour      server      ``P + K + s`` (stages > 0)
-2      the downstream neighbour    client      ``P + K + s + 1`` (stages < K - 1)
-3      observers (status, down)    server      ``P + 2K + s``
-=====  ==========================  ==========  =====================================
+======  ==========================  ==========  =====================================
+stream  peer                        relay       port
+======  ==========================  ==========  =====================================
+0       the coordinator             listens     ``P + s`` (as in sim)
+1       the upstream neighbour      listens     ``P + K + s`` (stages > 0)
+2       the downstream neighbour    connects    ``P + K + s + 1`` (stages < K - 1)
+3       observers (status, down)    listens     ``P + 2K + s``
+======  ==========================  ==========  =====================================
 
-Observers have a UART of their own because a chardev takes one client at a time: `nmcm status`
-answers while the coordinator holds UART0. Like sim nodes, QEMU nodes keep running after
+Observers have a stream of their own because a stream takes one client at a time: `nmcm status`
+answers while the coordinator holds stream 0. Like sim nodes, QEMU nodes keep running after
 `nmcm apply` (`nmcm down` stops them), each in its own session, recognised by pid *and* command
-line. Every QEMU runs under ``timeout`` (``NMCM_QEMU_LIFETIME`` seconds, default 4 h): a node left
+line. Every node runs under ``timeout`` (``NMCM_QEMU_LIFETIME`` seconds, default 4 h): a node left
 behind ends by itself. The pid recorded is QEMU's own, so that a signal to it never leaves the
-emulator running without its ``timeout``.
+emulator running without its ``timeout``; the relay ends with it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -51,6 +54,7 @@ from nmcm_deploy.targets.ports import LOOPBACK, tail
 NAME = "qemu"
 QEMU = "qemu-system-arm"
 APP = "node-qemu"
+RELAY = Path(__file__).with_name("qemu_relay.py")
 DEFAULT_LIFETIME_S = 4 * 3600
 READY_TIMEOUT_S = 20.0
 
@@ -191,39 +195,27 @@ def emulator(machine: str, elf: Path, *arguments: str, sleep: bool = False) -> l
 
 
 def command(
-    machine: str, elf: Path, ports: NodePorts, instance: int = 0, owner: str = ""
+    machine: str, elf: Path, ports: NodePorts, link: Path, instance: int = 0, owner: str = ""
 ) -> list[str]:
-    """qemu-system-arm for one node, without its ``timeout`` wrapper. ``instance``: the number
-    the firmware says in HELLO_ACK (a semihosting argument); ``owner``: the node's folder, in
-    QEMU's ``-name``, by which a node left unrecorded by an interrupted apply is recognised."""
-
-    def server(name: str, port: int) -> list[str]:
-        return ["-chardev", f"socket,id={name},host={LOOPBACK},port={port},server=on,wait=off"]
-
-    chardevs = server("coordinator", ports.coordinator) + server("observer", ports.observer)
-    serial = ["-serial", "chardev:coordinator"]
+    """The node's relay, and under it qemu-system-arm, without the ``timeout`` wrapper. ``link``:
+    the folder of the node's pipes (the relay makes it and removes it when QEMU ends);
+    ``instance``: the number the firmware says in HELLO_ACK (a semihosting argument); ``owner``:
+    the node's folder, in QEMU's ``-name``, by which a node left unrecorded by an interrupted
+    apply is recognised (in the relay's command line too)."""
+    relay = [sys.executable, str(RELAY), "--link", str(link)]
+    relay += ["--listen", f"0:{ports.coordinator}", "--listen", f"3:{ports.observer}"]
     if ports.upstream is not None:
-        chardevs += server("upstream", ports.upstream)
-        serial += ["-serial", "chardev:upstream"]
-    else:
-        serial += ["-serial", "null"]
+        relay += ["--listen", f"1:{ports.upstream}"]
     if ports.downstream is not None:
-        # A client that keeps reconnecting: the neighbour may start later or restart.
-        chardevs += [
-            "-chardev",
-            f"socket,id=downstream,host={LOOPBACK},port={ports.downstream},reconnect=1",
-        ]
-        serial += ["-serial", "chardev:downstream"]
-    else:
-        serial += ["-serial", "null"]
-    serial += ["-serial", "chardev:observer"]
+        relay += ["--connect", f"2:{ports.downstream}"]
     return [
-        # sleep=on: a node waiting in WFI leaves the host's CPU to the other nodes and to QEMU's
-        # I/O threads, which move a frame one byte at a time.
-        *emulator(machine, elf, f"instance={instance}", sleep=True),
+        *relay,
+        "--",
+        *emulator(machine, elf, f"instance={instance}", f"link={link}"),
         *(["-name", owner.replace(",", ",,")] if owner else []),
-        *chardevs,
-        *serial,
+        # The UARTs carry nothing: the streams go through the host link.
+        "-serial",
+        "null",
     ]
 
 
@@ -235,17 +227,27 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
 def start_node(
     machine: str, elf: Path, ports: NodePorts, log: Path, instance: int = 0, owner: str = ""
 ) -> tuple[int, int]:
-    """Start QEMU under ``timeout`` in its own session (a Ctrl-C of nmcm does not stop it), its
-    output appended to ``log``. Returns (QEMU's pid, the wrapper's pid)."""
+    """Start the node's relay and QEMU under ``timeout`` in their own session (a Ctrl-C of nmcm
+    does not stop them), their output appended to ``log``. Returns (QEMU's pid, the wrapper's
+    pid)."""
     if shutil.which(QEMU) is None:
         raise DeployError(f"{QEMU} is not installed", hint="run `make setup` (qemu-system-arm)")
     log.parent.mkdir(parents=True, exist_ok=True)
+    # A short path: the firmware reads it from QEMU's semihosting command line (256 bytes).
+    link = Path(tempfile.mkdtemp(prefix="nmcm-link-"))
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            ["timeout", str(lifetime_s()), *command(machine, elf, ports, instance, owner)],
+            ["timeout", str(lifetime_s()), *command(machine, elf, ports, link, instance, owner)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -254,7 +256,7 @@ def start_node(
         )
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
-        for child in _children(proc.pid):
+        for child in _descendants(proc.pid):
             if is_node_process(child, str(elf)):
                 return child, proc.pid
         if proc.poll() is not None:
@@ -263,6 +265,7 @@ def start_node(
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    shutil.rmtree(link, ignore_errors=True)
     raise DeployError(f"{QEMU} did not start: {tail(log)} (log: {log})")
 
 

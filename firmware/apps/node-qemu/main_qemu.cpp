@@ -5,12 +5,12 @@
 // arena a static array checked against the MCU's capacity (../node/node_config.cpp): a stage that
 // would not fit the chip does not build here either.
 //
-// The network is four CMSDK UARTs, each one connection at a time (nmcm/runtime/uart_network.h),
-// which the runner on the host joins to TCP ports with QEMU socket chardevs
-// (nmcm_deploy/targets/qemu.py):
+// The network is four byte streams, each one connection at a time (nmcm/runtime/uart_network.h),
+// carried by the host link (nmcm/port/host_link.h): two named pipes that the node's relay on the
+// host joins to TCP ports (nmcm_deploy/targets/qemu_relay.py):
 //
-//   UART0  the coordinator        UART2  to the downstream neighbour (every stage but the last)
-//   UART1  the upstream neighbour UART3  observers (`nmcm status`, `nmcm down`)
+//   stream 0  the coordinator        stream 2  to the downstream neighbour (all stages but the
+//   last) stream 1  the upstream neighbour stream 3  observers (`nmcm status`, `nmcm down`)
 //
 // The log is semihosting (QEMU's stderr); SHUTDOWN ends QEMU with status 0, a bad blob with 1.
 // Instructions per layer and step go to the log as `profile` lines (profile.h).
@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "image_node.h"
+#include "nmcm/port/host_link.h"
 #include "nmcm/port/line.h"
 #include "nmcm/port/port.h"
 #include "nmcm/port/qemu_mps2.h"
@@ -35,46 +36,44 @@ namespace {
 
 namespace qemu = nmcm::port::qemu;
 
-// The UARTs by role; QEMU's serial port n is UART n (`-serial` in that order).
-constexpr unsigned kCoordinatorUart = 0;
-constexpr unsigned kUpstreamUart = 1;
-constexpr unsigned kDownstreamUart = 2;
-constexpr unsigned kObserverUart = 3;
+// The streams by role (the relay's order).
+constexpr unsigned kCoordinatorStream = 0;
+constexpr unsigned kUpstreamStream = 1;
+constexpr unsigned kDownstreamStream = 2;
+constexpr unsigned kObserverStream = 3;
 // The longest the event loop waits when nothing happens.
 constexpr std::uint32_t kPollMs = 100;
+// How long one idle turn waits for the relay: it answers at once when a byte comes.
+constexpr std::uint32_t kIdleWaitMs = 20;
 
-class QemuUart final : public nmcm::runtime::UartChannel {
+// One stream of the host link as the UartChannel that UartNetwork reads and writes.
+class HostChannel final : public nmcm::runtime::UartChannel {
  public:
-  explicit QemuUart(unsigned index) : uart_(qemu::uart(index)) { uart_.open(); }
+  HostChannel(qemu::HostLink& link, unsigned stream) : link_(link), stream_(stream) {}
   std::size_t read_some(std::uint8_t* data, std::size_t n) override {
-    return uart_.read_some(data, n);
+    return link_.read_some(stream_, data, n);
   }
   std::size_t write_some(const std::uint8_t* data, std::size_t n) override {
-    return uart_.write_some(data, n);
+    return link_.write_some(stream_, data, n);
   }
 
  private:
-  qemu::UartStream& uart_;
+  qemu::HostLink& link_;
+  unsigned stream_;
 };
 
 // Large objects live in static storage: their size is in the image's .bss, not on the stack.
 nmcm::Stage g_stage;
 nmcm::runtime::NodeConfig g_config;
 nmcm::app::StepProfile g_profile;
+qemu::HostLink g_link;
 
 void log_line(const char* line) { nmcm::port::log(line); }
 
-// UartNetwork's idle: WFI until one of the node's UARTs has a byte (or the next SysTick). Under
-// `-icount ...,sleep=on` (nmcm_deploy/targets/qemu.py) QEMU then gives the host's CPU to the
-// other nodes and to its own I/O thread, which moves the bytes one by one. Never inside a
-// measured piece of work: the node waits only between frames.
-void sleep_until_a_byte(void* clock) {
-  auto* node_clock = static_cast<nmcm::app::QemuClock*>(clock);
-  node_clock->sleep_begins();
-  qemu::wait_for_uarts((1u << kCoordinatorUart) | (1u << kUpstreamUart) | (1u << kDownstreamUart) |
-                       (1u << kObserverUart));
-  node_clock->sleep_ends();
-}
+// UartNetwork's idle: wait in the relay until a byte comes for any stream. QEMU's core stops in
+// the semihosting read meanwhile, leaving the host's CPU to the other nodes, and no instructions
+// pass. Never inside a measured piece of work: the node waits only between frames.
+void wait_for_a_byte(void*) { g_link.wait(kIdleWaitMs); }
 
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -102,21 +101,27 @@ int main() {
   nmcm::app::log_image_hello(build, " on qemu-mps2");
   nmcm::app::load_embedded_stage(g_stage, build);
 
-  static QemuUart coordinator(kCoordinatorUart);
-  static QemuUart upstream(kUpstreamUart);
-  static QemuUart downstream(kDownstreamUart);
-  static QemuUart observer(kObserverUart);
+  // The relay's folder: `arg=link=DIR` on QEMU's semihosting command line.
+  static char link_dir[160];
+  if (!qemu::text_argument("link", link_dir, sizeof link_dir)) {
+    nmcm::port::fatal("no link=DIR argument: start the node through its relay");
+  }
+  g_link.open(link_dir);
+  static HostChannel coordinator(g_link, kCoordinatorStream);
+  static HostChannel upstream(g_link, kUpstreamStream);
+  static HostChannel downstream(g_link, kDownstreamStream);
+  static HostChannel observer(g_link, kObserverStream);
   nmcm::runtime::UartChannel* inbound[3] = {&coordinator, &observer, &upstream};
-  // Stage 0 has no upstream neighbour: its UART1 is not listened on.
+  // Stage 0 has no upstream neighbour: its stream 1 is not listened on.
   const std::uint32_t inbound_count = build.stage_index > 0 ? 3 : 2;
   static nmcm::app::QemuClock clock(build.clock_hz);
   static nmcm::runtime::UartNetwork network(inbound, inbound_count,
                                             build.has_downstream ? &downstream : nullptr, clock);
-  network.set_idle(sleep_until_a_byte, &clock);
+  network.set_idle(wait_for_a_byte, nullptr);
 
   nmcm::app::configure_node(build, log_line, &g_config);
   parse_firmware_hash(g_config.firmware_hash);
-  // The node's ports are on the host, where the runner bridges them to the UARTs; they appear
+  // The node's ports are on the host, where its relay joins them to the streams; they appear
   // here only in the log.
   const std::uint8_t loopback[4] = {127, 0, 0, 1};
   std::memcpy(g_config.listen.ip, loopback, 4);

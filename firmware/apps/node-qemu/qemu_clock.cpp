@@ -24,11 +24,7 @@ std::uint64_t QemuClock::ticks() {
   const std::uint32_t now = qemu::timer_ticks(kCounterTimer);
   total_ += now - last_;
   last_ = now;
-  return (total_ - asleep_) * qemu::kNanosecondsPerTick;
+  return total_ * qemu::kNanosecondsPerTick;
 }
-
-void QemuClock::sleep_begins() { sleep_start_ = qemu::timer_ticks(kCounterTimer); }
-
-void QemuClock::sleep_ends() { asleep_ += qemu::timer_ticks(kCounterTimer) - sleep_start_; }
 
 }  // namespace nmcm::app

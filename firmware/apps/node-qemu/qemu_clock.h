@@ -15,29 +15,22 @@ class QemuClock final : public runtime::NodeClock {
   // cycle: a figure to compare nodes and splits by, not a prediction of the chip's time.
   explicit QemuClock(std::uint32_t tick_hz);
 
-  // Milliseconds of the host's clock (semihosting). Virtual time runs at the pace QEMU emulates:
-  // a nanosecond per instruction while the node runs (a loop polling the UARTs gets through
-  // 30-60 million instructions a second here, so virtual time crawls), real time while it sleeps
-  // in WFI. The timeouts of docs/protocol.md are about the peers on the host, which keep real
-  // time.
+  // Milliseconds of the host's clock (semihosting). Virtual time runs at the pace QEMU emulates,
+  // a nanosecond per instruction, and stands still while the node waits in its host link (no
+  // instruction runs): the timeouts of docs/protocol.md are about the peers on the host, which
+  // keep real time.
   std::uint32_t millis() override;
   // Instructions since start: CMSDK timer 1 free-running at SYSCLK (40 instructions a tick under
-  // -icount shift=0), widened to 64 bits, less the time asleep. Not SysTick: interrupts are
+  // -icount shift=0), widened to 64 bits. The node never sleeps in WFI, so virtual time is
+  // instructions only. Not SysTick: interrupts are
   // masked while a layer is measured (profile.h), and SysTick periods that pass then are lost.
   std::uint64_t ticks() override;
   std::uint32_t tick_hz() override { return tick_hz_; }
 
-  // Brackets a sleep in WFI, which ticks() leaves out: under `-icount ...,sleep=on` QEMU's virtual
-  // clock follows the host's while the core sleeps, and those nanoseconds are not instructions.
-  void sleep_begins();
-  void sleep_ends();
-
  private:
   std::uint32_t tick_hz_;
   std::uint32_t last_ = 0;
-  std::uint64_t total_ = 0;   // timer ticks since start
-  std::uint64_t asleep_ = 0;  // of which in WFI
-  std::uint32_t sleep_start_ = 0;
+  std::uint64_t total_ = 0;  // timer ticks since start
 };
 
 }  // namespace nmcm::app

@@ -5,6 +5,13 @@
 // Under QEMU, the semihosting command line can ask for more (-semihosting-config ...,arg=...):
 //   uart-echo   send "nmcm-ping" on UART1 and expect 9 bytes back "nmcm-ping" within 2 s: a peer
 //               echoing, or a second node doing the same, proves the node-to-node byte stream.
+//   uart-stream bytes=N
+//               send back on UART1 every byte that comes on it until N have (bench/qemu_link.py
+//               compares the host link with it).
+//   link-echo bytes=N link=DIR
+//               send back on stream 0 of the host link (nmcm/port/host_link.h) every byte that
+//               comes on it until N have: the relay's test and bench/qemu_link.py measure the
+//               link through it.
 //   fault       divide by zero after the self-test: the trap enabled at reset must raise a
 //               UsageFault (DIVBYZERO), and the fault handler must report it and end QEMU with
 //               status 1 (the path every crash takes).
@@ -15,6 +22,7 @@
 #include "nmcm/port/line.h"
 #include "nmcm/port/port.h"
 #ifdef NMCM_PORT_QEMU_MPS2
+#include "nmcm/port/host_link.h"
 #include "nmcm/port/qemu_mps2.h"
 #endif
 
@@ -66,6 +74,63 @@ bool uart_echo() {
 #endif
 
 }  // namespace
+
+#ifdef NMCM_PORT_QEMU_MPS2
+namespace {
+
+nmcm::port::qemu::HostLink g_link;
+
+std::uint32_t bytes_argument() {
+  std::uint32_t total = 0;
+  if (!nmcm::port::qemu::number_argument("bytes", &total)) {
+    nmcm::port::fatal("an echo needs bytes=N");
+  }
+  return total;
+}
+
+void uart_stream() {
+  nmcm::port::qemu::UartStream& uart = nmcm::port::qemu::uart(1);
+  uart.open();
+  const std::uint32_t total = bytes_argument();
+  std::uint32_t echoed = 0;
+  while (echoed < total) {
+    std::uint8_t byte = 0;
+    if (uart.read_some(&byte, 1) == 1) {
+      while (uart.write_some(&byte, 1) == 0) {
+      }
+      ++echoed;
+    }
+  }
+  nmcm::port::Line<64> done;
+  nmcm::port::log(done.text("uart echo ok ").dec(echoed).c_str());
+}
+
+void link_echo() {
+  static char dir[160];
+  if (!nmcm::port::qemu::text_argument("link", dir, sizeof dir)) {
+    nmcm::port::fatal("link-echo needs link=DIR");
+  }
+  const std::uint32_t total = bytes_argument();
+  g_link.open(dir);
+  static std::uint8_t chunk[2048];
+  std::uint32_t echoed = 0;
+  while (echoed < total) {
+    const std::size_t got = g_link.read_some(0, chunk, sizeof chunk);
+    if (got == 0) {
+      g_link.wait(20);
+      continue;
+    }
+    for (std::size_t sent = 0; sent < got;) {
+      sent += g_link.write_some(0, chunk + sent, got - sent);
+    }
+    echoed += static_cast<std::uint32_t>(got);
+  }
+  nmcm::port::Line<64> done;
+  nmcm::port::log(done.text("link echo ok ").dec(echoed).c_str());
+}
+
+}  // namespace
+#endif
 
 int main() {
   nmcm::port::init();
@@ -130,6 +195,13 @@ int main() {
       nmcm::port::fatal("uart1: no echo within 2 s");
     }
     nmcm::port::log("uart1 echo ok");
+  }
+
+  if (nmcm::port::qemu::has_argument("uart-stream")) {
+    uart_stream();
+  }
+  if (nmcm::port::qemu::has_argument("link-echo")) {
+    link_echo();
   }
 
   if (nmcm::port::qemu::has_argument("fault")) {

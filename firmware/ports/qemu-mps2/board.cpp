@@ -1,7 +1,8 @@
 // qemu-mps2 port: the real ARM images under `qemu-system-arm -M mps2-an386` (Cortex-M4) or
 // `-M mps2-an500` (Cortex-M7). The log and the exit status go through ARM semihosting (QEMU:
-// `-semihosting-config enable=on,target=native`); node-to-node streams through the CMSDK UARTs; the
-// W5500 does not exist here, so its bus fails every transfer and nodes use the UART streams.
+// `-semihosting-config enable=on,target=native`); the nodes' streams through host files (named
+// pipes, host_link.cpp) or the CMSDK UARTs; the W5500 does not exist here, so its bus fails every
+// transfer.
 #include <cstddef>
 #include <cstdint>
 
@@ -22,7 +23,11 @@ namespace cm = cortex_m;
 
 // ARM semihosting (Semihosting for AArch32 and AArch64, version 2.0): the operation number in r0,
 // the parameter in r1, `bkpt 0xAB` on M-profile; the result comes back in r0.
+constexpr std::uint32_t kSysOpen = 0x01;
+constexpr std::uint32_t kSysClose = 0x02;
 constexpr std::uint32_t kSysWrite0 = 0x04;
+constexpr std::uint32_t kSysWrite = 0x05;
+constexpr std::uint32_t kSysRead = 0x06;
 constexpr std::uint32_t kSysGetCmdline = 0x15;
 constexpr std::uint32_t kSysExit = 0x18;
 constexpr std::uint32_t kSysExitExtended = 0x20;
@@ -57,15 +62,6 @@ constexpr std::uint32_t kStateTxFull = 1u << 0;
 constexpr std::uint32_t kStateRxFull = 1u << 1;
 constexpr std::uint32_t kCtrlTxEn = 1u << 0;
 constexpr std::uint32_t kCtrlRxEn = 1u << 1;
-constexpr std::uint32_t kCtrlRxIntEn = 1u << 3;
-constexpr std::uintptr_t kUartIntClear = 0x0C;  // INTSTATUS on read, INTCLEAR on write
-constexpr std::uint32_t kIntRx = 1u << 1;
-// The UARTs' receive interrupts on the NVIC (hw/arm/mps2.c: RX of UART n, TX one above).
-constexpr unsigned kUartRxIrqs[] = {0, 2, 4, 18, 20};
-// NVIC (ARMv7-M ARM B3.4): set-enable, clear-enable, clear-pending, one bit per interrupt.
-constexpr std::uintptr_t kNvicIser = 0xE000E100;
-constexpr std::uintptr_t kNvicIcer = 0xE000E180;
-constexpr std::uintptr_t kNvicIcpr = 0xE000E280;
 // The rate only matters to a real serial backend; 115200 like the boards' log.
 constexpr std::uint32_t kUartDivider = qemu::kSysclkHz / 115200;
 
@@ -185,6 +181,19 @@ bool number_argument(const char* name, std::uint32_t* value) {
   return true;
 }
 
+bool text_argument(const char* name, char* out, std::size_t capacity) {
+  Line<64> prefix;
+  const char* text = word_after(prefix.text(name).text("=").c_str());
+  if (text == nullptr || capacity == 0) return false;
+  std::size_t n = 0;
+  for (; text[n] != ' ' && text[n] != '\0'; ++n) {
+    if (n + 1 >= capacity) return false;
+    out[n] = text[n];
+  }
+  out[n] = '\0';
+  return true;
+}
+
 void exit(int code) {
   if (code == 0) {
     // A32/T32 SYS_EXIT takes the reason itself, and ApplicationExit means status 0.
@@ -218,6 +227,52 @@ std::uint64_t host_nanoseconds() {
   return frequency == 1000000000u
              ? ticks
              : ticks / frequency * 1000000000u + (ticks % frequency) * 1000000000u / frequency;
+}
+
+bool HostFile::open(const char* path, Mode mode) {
+  close();
+  std::size_t length = 0;
+  while (path[length] != '\0') ++length;
+  // SYS_OPEN: {path, mode, length of the path}; a handle, or -1.
+  const std::uint32_t block[3] = {
+      static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(path)),
+      static_cast<std::uint32_t>(mode), static_cast<std::uint32_t>(length)};
+  handle_ = static_cast<std::int32_t>(semihost(kSysOpen, block));
+  return handle_ >= 0;
+}
+
+std::size_t HostFile::read(std::uint8_t* data, std::size_t n) {
+  if (handle_ < 0 || n == 0) return 0;
+  // SYS_READ: {handle, buffer, length}; returns how many bytes were NOT read.
+  const std::uint32_t block[3] = {
+      static_cast<std::uint32_t>(handle_),
+      static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data)),
+      static_cast<std::uint32_t>(n)};
+  const std::uint32_t left = semihost(kSysRead, block);
+  return left >= n ? 0 : n - left;
+}
+
+bool HostFile::write(const std::uint8_t* data, std::size_t n) {
+  if (handle_ < 0) return false;
+  // SYS_WRITE: {handle, buffer, length}; returns how many bytes were NOT written.
+  while (n > 0) {
+    const std::uint32_t block[3] = {
+        static_cast<std::uint32_t>(handle_),
+        static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data)),
+        static_cast<std::uint32_t>(n)};
+    const std::uint32_t left = semihost(kSysWrite, block);
+    if (left >= n) return false;
+    data += n - left;
+    n = left;
+  }
+  return true;
+}
+
+void HostFile::close() {
+  if (handle_ < 0) return;
+  const std::uint32_t block[1] = {static_cast<std::uint32_t>(handle_)};
+  semihost(kSysClose, block);
+  handle_ = -1;
 }
 
 void restart_timer(unsigned index) {
@@ -277,40 +332,6 @@ bool UartStream::read(std::uint8_t* data, std::size_t n, std::uint32_t timeout_m
     }
   }
   return true;
-}
-
-void wait_for_uarts(unsigned mask) {
-  constexpr unsigned kCount = sizeof(kUartBases) / sizeof(kUartBases[0]);
-  // With PRIMASK set, WFI still wakes for an interrupt that is enabled and pending (ARMv7-M ARM,
-  // "Wait For Interrupt"), but its handler does not run: the UART interrupts are enabled only in
-  // here and cleared before interrupts come back on, so Default_Handler never sees them.
-  const std::uint32_t primask = cm::disable_interrupts();
-  bool ready = false;
-  for (unsigned i = 0; i < kCount; ++i) {
-    if ((mask & (1u << i)) == 0) continue;
-    const std::uintptr_t base = kUartBases[i];
-    const unsigned irq = kUartRxIrqs[i];
-    cm::reg(base + kUartCtrl) |= kCtrlRxIntEn;
-    cm::reg(base + kUartIntClear) = kIntRx;
-    cm::reg(kNvicIcpr + 4 * (irq / 32)) = 1u << (irq % 32);
-    cm::reg(kNvicIser + 4 * (irq / 32)) = 1u << (irq % 32);
-    // A byte that came before the interrupt was enabled raises none: look.
-    ready = ready || (cm::reg(base + kUartState) & kStateRxFull) != 0;
-  }
-  if (!ready) {
-    cm::dsb();
-    __asm volatile("wfi" ::: "memory");
-  }
-  for (unsigned i = 0; i < kCount; ++i) {
-    if ((mask & (1u << i)) == 0) continue;
-    const std::uintptr_t base = kUartBases[i];
-    const unsigned irq = kUartRxIrqs[i];
-    cm::reg(kNvicIcer + 4 * (irq / 32)) = 1u << (irq % 32);
-    cm::reg(base + kUartCtrl) &= ~kCtrlRxIntEn;
-    cm::reg(base + kUartIntClear) = kIntRx;                  // the line drops ...
-    cm::reg(kNvicIcpr + 4 * (irq / 32)) = 1u << (irq % 32);  // ... then its pending bit
-  }
-  cm::restore_interrupts(primask);
 }
 
 UartStream& uart(unsigned index) {

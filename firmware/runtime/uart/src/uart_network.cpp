@@ -15,7 +15,7 @@ const uint8_t kLinkPrefix[kLinkPreambleSize - 1] = {0xA5, 'N', 'M', 'C', 'M', '-
 namespace {
 
 constexpr uint8_t kPrefixSize = sizeof kLinkPrefix;
-// ACCEPT and RESET are 16 bytes into a UART that QEMU drains as they are written: this only
+// ACCEPT and RESET are 16 bytes into a stream that the host drains as they are written: this only
 // bounds the case of a peer that stopped reading.
 constexpr uint32_t kPreambleSendMs = 100;
 
@@ -243,7 +243,7 @@ IoStatus UartNetwork::connect(const Endpoint&, uint32_t timeout_ms, net::Transpo
       return IoStatus::kOk;
     }
   } while (clock_.millis() - start < timeout_ms);
-  // No ACCEPT: nobody on the other end yet (QEMU drops what a chardev without a peer is sent).
+  // No ACCEPT: nobody on the other end yet (the host drops what a stream without a peer is sent).
   // The link stays connecting, so that an ACCEPT arriving later is taken by the next attempt.
   return IoStatus::kRefused;
 }

@@ -1,7 +1,7 @@
 // What the qemu-mps2 port offers beyond the port contract (port.h): the instruction counter, the
-// exit code, and the CMSDK UARTs as byte streams between nodes. Code that includes this header is
-// QEMU-only; the port library defines NMCM_PORT_QEMU_MPS2 for its users so that shared code can
-// test for it.
+// exit code, the host's files (for the host link, host_link.h) and the CMSDK UARTs. Code that
+// includes this header is QEMU-only; the port library defines NMCM_PORT_QEMU_MPS2 for its users so
+// that shared code can test for it.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +29,10 @@ bool has_argument(const char* word);
 // there is one.
 bool number_argument(const char* name, std::uint32_t* value);
 
+// The text T of a word `name=T` of the semihosting command line, copied into `out` (at most
+// capacity - 1 characters and a NUL); false if there is no such word or it does not fit.
+bool text_argument(const char* name, char* out, std::size_t capacity);
+
 // Ends QEMU with this exit status through semihosting (SYS_EXIT for 0, SYS_EXIT_EXTENDED else).
 [[noreturn]] void exit(int code);
 
@@ -37,6 +41,28 @@ bool number_argument(const char* name, std::uint32_t* value);
 // with it mean what they say for the peers on the host. Falls back to virtual time (SysTick) if
 // the semihosting implementation lacks SYS_ELAPSED.
 std::uint64_t host_nanoseconds();
+
+// A file of the host's, opened through semihosting (SYS_OPEN, SYS_READ, SYS_WRITE, SYS_CLOSE with
+// QEMU's `target=native`: the host's own open/read/write on the path, relative to QEMU's working
+// directory). The calls run on QEMU's CPU thread: a read of a named pipe with nothing in it holds
+// the emulated core until something comes, which is what a node waiting for its host link wants.
+class HostFile {
+ public:
+  enum class Mode : std::uint32_t { kRead = 0, kWrite = 4 };  // "r" and "w" (SYS_OPEN's modes)
+
+  // False if the host refused (no such file, no permission).
+  bool open(const char* path, Mode mode);
+  bool is_open() const { return handle_ >= 0; }
+  // Up to n bytes; 0 at the end of the file (a pipe whose writers all closed) or on an error.
+  // Waits until at least one byte is there.
+  std::size_t read(std::uint8_t* data, std::size_t n);
+  // All n bytes, or false.
+  bool write(const std::uint8_t* data, std::size_t n);
+  void close();
+
+ private:
+  std::int32_t handle_ = -1;
+};
 
 // The CMSDK APB timers 0 and 1 (ARM DDI 0479C, "APB timer"; QEMU hw/timer/cmsdk-apb-timer.c) as
 // counters of kSysclkHz ticks, without interrupts: 40 instructions per tick under
@@ -78,12 +104,5 @@ class UartStream {
 
 // UART 0..4; fatal() for any other index.
 UartStream& uart(unsigned index);
-
-// Sleeps (WFI) until one of the UARTs in `mask` (bit n: UART n) has received a byte, or any other
-// interrupt comes (SysTick: within a millisecond); returns at once if one has a byte already.
-// Interrupts stay masked throughout and the UARTs' interrupts are off again on return: no
-// handler runs for them. Under `-icount ...,sleep=on` QEMU then leaves the host's CPU to others
-// until the byte or the tick; under sleep=off it only skips virtual time ahead.
-void wait_for_uarts(unsigned mask);
 
 }  // namespace nmcm::port::qemu

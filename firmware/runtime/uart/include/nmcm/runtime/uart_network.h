@@ -1,7 +1,8 @@
-// The node's NodeNetwork on UARTs (the `qemu` target: QEMU's CMSDK UARTs joined by socket
-// chardevs). A UART is one byte stream with a fixed peer, never "closed": each UART carries one
-// connection at a time, and three 16-byte link preambles stand in for what TCP does with its
-// handshake and resets (docs/protocol.md, "Under QEMU"):
+// The node's NodeNetwork on UARTs, or anything that carries bytes as one does (the `qemu` target:
+// the streams of the node's host link, nmcm/port/host_link.h). A UART is one byte stream with a
+// fixed peer, never "closed": each UART carries one connection at a time, and three 16-byte link
+// preambles stand in for what TCP does with its handshake and resets (docs/protocol.md, "Under
+// QEMU"):
 //
 //   OPEN    connecting side -> listener  a new connection starts here; whatever the listener
 //                                        still held of an older one is over
@@ -122,7 +123,7 @@ class UartNetwork final : public NodeNetwork {
   UartNetwork(const UartNetwork&) = delete;
   UartNetwork& operator=(const UartNetwork&) = delete;
 
-  // The endpoints name TCP ports on the host side (the runner bridges them to the UARTs): the
+  // The endpoints name TCP ports on the host side (the relay joins them to the UARTs): the
   // node itself only has its UARTs, so `listen` just starts accepting and `connect` uses the
   // downstream UART whatever the endpoint says.
   net::IoStatus listen(const Endpoint& endpoint) override;
@@ -136,8 +137,8 @@ class UartNetwork final : public NodeNetwork {
   // What wait() does between two looks at the UARTs once nothing moved for kSpinMs: by default
   // nothing (it polls). A port that can sleep until a UART has a byte (or shortly after) saves
   // the host's CPU under emulation this way. `idle` must return within a few milliseconds.
-  // While bytes flow (a frame arrives one byte per UART interrupt under QEMU), wait() does not
-  // sleep between them: waking up for every byte would cost more than it saves.
+  // While bytes flow, wait() does not sleep between them: on a UART, waking up for every byte
+  // would cost more than it saves.
   static constexpr uint32_t kSpinMs = 2;
   using Idle = void (*)(void* context);
   void set_idle(Idle idle, void* context) {
