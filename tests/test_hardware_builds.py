@@ -294,15 +294,12 @@ def test_the_stack_report_follows_the_call_graph_into_the_reserved_stack(
         assert stack["reserved_bytes"] == symbols["__stack_end__"] - symbols["__stack_start__"]
         assert stack["margin_bytes"] == stack["reserved_bytes"] - stack["worst_bytes"]
         assert stack["margin_bytes"] > 0, stack
-        if stack["recursion"]:
-            # A call cycle has no bound in the graph: the board's default stack stays. The node
-            # has one: a HELLO reads the other connection of its role first (handshake.cpp),
-            # which may dispatch a frame of that connection.
-            assert any("on_hello" in f for f in stack["recursion"]), stack["recursion"]
-            assert stack["reserved_bytes"] == DEFAULT_STACK[node["mcu"]]
-        else:
-            report = stack_module.report_of(stack)
-            assert stack["reserved_bytes"] == stack_module.reserve_bytes(report)
+        # No call cycle: a HELLO reads the other connection of its role without handling its
+        # frames (handshake.cpp), so the graph bounds the depth and the image is sized from it.
+        assert stack["recursion"] == [] and stack["dynamic_frames"] == [], stack
+        report = stack_module.report_of(stack)
+        assert stack["reserved_bytes"] == stack_module.reserve_bytes(report)
+        assert stack["reserved_bytes"] < DEFAULT_STACK[node["mcu"]]
 
 
 def test_framework_code_does_not_depend_on_the_model(hw_builds: dict[str, HardwareBuild]) -> None:

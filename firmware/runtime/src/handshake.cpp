@@ -132,8 +132,10 @@ void Node::on_hello(Connection& c) {
     Connection* other = holder(role);
     if (other != nullptr) {
       // The holder may be gone with its close not yet read (a coordinator reconnecting at once):
-      // read it first, so that only a live holder makes this one BUSY.
-      pump(*other);
+      // read it first, so that only a live holder makes this one BUSY. A frame of it that
+      // completes meanwhile waits for the loop (read_frame): handled here, it could be another
+      // HELLO, and the handshake code would nest in itself.
+      read_frame(*other);
       if (stopped_ || !c.open()) return;
       if (holder(role) != nullptr) {
         why.s("a ").s(role_name(h.role)).s(" is already connected");

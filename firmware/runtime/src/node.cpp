@@ -136,12 +136,26 @@ bool Node::accept_new() {
 // or no byte is left. True if anything moved.
 bool Node::pump(Connection& c) {
   if (!c.open()) return false;
-  if (c.frame_ready) {
-    if (grad_in_busy_) return false;
-    c.frame_ready = false;
-    dispatch(c);
-    return true;
+  bool progress = false;
+  if (!c.frame_ready) {
+    progress = read_frame(c);
+    if (!c.frame_ready) return progress;
   }
+  // A frame that needs the stage waits while a gradient is landing in its buffers.
+  if (c.refusal == ErrorCode::kNone && grad_in_busy_ && needs_compute(c.decoder.header().type)) {
+    return progress;
+  }
+  c.frame_ready = false;
+  dispatch(c);
+  return true;
+}
+
+// Reads what the connection has, without waiting, until one frame is complete (it is then
+// c.frame_ready, for pump() to handle) or no byte is left. Handles a stream's end and a decoding
+// error, never a frame: so on_hello() can look at another connection without its frames running
+// inside the handshake. True if anything moved.
+bool Node::read_frame(Connection& c) {
+  if (!c.open() || c.frame_ready) return false;
   bool progress = false;
   for (;;) {
     const net::ByteSpan span = c.decoder.want();
@@ -171,7 +185,10 @@ bool Node::pump(Connection& c) {
       return true;
     }
     if (event == DecodeEvent::kFrame) {
-      on_frame(c);
+      ++frames_received_;
+      last_frame_ms_ = now();
+      if (&c == &down_ && c.sink == Sink::kGradIn) grad_in_busy_ = false;
+      c.frame_ready = true;
       return true;
     }
   }
@@ -207,17 +224,6 @@ DecodeEvent Node::discard(Connection& c, ErrorCode code, uint32_t detail, const 
   c.refusal_detail = detail;
   copy_text(c.refusal_text, sizeof c.refusal_text, reason);
   return c.decoder.skip_payload();
-}
-
-void Node::on_frame(Connection& c) {
-  ++frames_received_;
-  last_frame_ms_ = now();
-  if (&c == &down_ && c.sink == Sink::kGradIn) grad_in_busy_ = false;
-  if (c.refusal == ErrorCode::kNone && grad_in_busy_ && needs_compute(c.decoder.header().type)) {
-    c.frame_ready = true;  // handled by pump() once the gradient has landed
-    return;
-  }
-  dispatch(c);
 }
 
 void Node::dispatch(Connection& c) {

@@ -180,6 +180,20 @@ TEST(NodeHandshake, NothingBeforeHelloAndForeignStreamsAreRefused) {
   EXPECT_EQ(test::status_of(node).frames_rejected, 2u);
 }
 
+// A HELLO for a role that is held reads the holder's connection first (a close there frees the
+// role); a frame of the holder's read on the way is handled after the handshake, not lost.
+TEST(NodeHandshake, AFrameOfTheHolderReadDuringAHelloIsStillAnswered) {
+  TestNode node(test::golden("mlp_whole"));
+  ASSERT_TRUE(node.started());
+  auto coordinator = test::connect_coordinator(node);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(coordinator->send(MsgType::kStatusRequest, net::kNoBatch, nullptr, 0),
+              net::IoStatus::kOk);
+    expect_refused(node, test::coordinator_hello(node), ErrorCode::kBusy);
+    EXPECT_EQ(coordinator->receive().type(), MsgType::kStatus) << "round " << round;
+  }
+}
+
 TEST(NodeHandshake, ShutdownAnswersThenStops) {
   TestNode node(test::golden("mlp_whole"));
   ASSERT_TRUE(node.started());

@@ -149,7 +149,8 @@ class Node {
     uint32_t opened_ms = 0;
     uint32_t last_byte_ms = 0;
     uint32_t peer_limit = net::kMinPayloadLimit;  // the peer's max_payload
-    bool frame_ready = false;  // a whole frame waits until compute may run (see grad_in_busy_)
+    bool frame_ready = false;  // a whole frame waits: for compute to be free (grad_in_busy_),
+                               // or read by on_hello() for pump() to handle
     Sink sink = Sink::kNone;
     uint8_t sink_slot = 0;
     uint8_t sink_kind = 0;  // SET_WEIGHTS: TensorKind of the chunk being written
@@ -191,11 +192,11 @@ class Node {
   // node.cpp: the loop, connections, sending, refusing, timeouts.
   bool accept_new();
   bool pump(Connection& c);
+  bool read_frame(Connection& c);
   net::DecodeEvent route(Connection& c);
   // Reads the data part only to check its CRC, then refuses the frame (the receiver's own checks
   // come after check 11 of docs/protocol.md).
   net::DecodeEvent discard(Connection& c, net::ErrorCode code, uint32_t detail, const char* reason);
-  void on_frame(Connection& c);
   void dispatch(Connection& c);
   void on_stream_end(Connection& c, net::IoStatus io);
   void on_decode_error(Connection& c);
