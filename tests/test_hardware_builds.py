@@ -204,6 +204,35 @@ def test_sizes_are_read_from_the_elf(hw_builds: dict[str, HardwareBuild], name: 
 
 
 @pytest.mark.parametrize("name", manifest_ids())
+def test_the_module_table_accounts_for_the_image(
+    hw_builds: dict[str, HardwareBuild], name: str
+) -> None:
+    """Per module, from the linker map: the modules' flash adds up to the image's flash, and their
+    SRAM to every SRAM section but the stack and the arena, less the alignment padding between
+    input sections (which is nobody's); the framework's libraries are named."""
+    for node in hw_builds[name].nodes:
+        assert node["modules_from"] == "linker map"
+        modules = {m["module"]: m for m in node["modules"]}
+        for m in modules.values():
+            assert m["flash_bytes"] == m["text"] + m["rodata"] + m["data"]
+            assert m["sram_bytes"] == m["data"] + m["bss"]
+        flash = sum(m["flash_bytes"] for m in modules.values())
+        assert 0 <= node["flash_bytes"] - flash < 256, (node["flash_bytes"], flash)
+        sections = [
+            (section, size)
+            for r in node["regions"]
+            if r["kind"] == "sram"
+            for section, size in r["sections"].items()
+            if section not in (".stack", ".arena")
+        ]
+        sram = sum(m["sram_bytes"] for m in modules.values())
+        assert 0 <= sum(size for _, size in sections) - sram < 256, (sections, sram)
+        for library in ("core (layers, stage, blob)", "runtime (node)", "net (frames, protocol)"):
+            assert modules[library]["flash_bytes"] > 1024, modules
+        assert modules["stage blob"]["rodata"] >= node["blob_bytes"]
+
+
+@pytest.mark.parametrize("name", manifest_ids())
 def test_sections_land_where_the_profile_says(
     hw_state: Path, hw_builds: dict[str, HardwareBuild], name: str
 ) -> None:

@@ -109,6 +109,7 @@ def _sim_rows(prepared: Prepared) -> list[dict[str, Any]]:
 
 def _arm_rows(prepared: Prepared, *, quiet: bool) -> list[dict[str, Any]]:
     from nmcm_deploy.build.arm import TARGET_APPS, build_arm_node, stage_key, target_mcu
+    from nmcm_deploy.build.mapfile import module_sizes
 
     app = TARGET_APPS[prepared.target]
     rows = []
@@ -173,6 +174,10 @@ def _arm_rows(prepared: Prepared, *, quiet: bool) -> list[dict[str, Any]]:
                 # The worst stack depth from the compiler's call graph, beside what the image
                 # reserves (nmcm_deploy/build/stack.py).
                 "stack": image.stack_dict(),
+                # Where the flash and SRAM go, per module, from the linker's map (build/mapfile.py):
+                # all but the stack and the arena.
+                "modules": [m.as_dict() for m in module_sizes(image.map)],
+                "modules_from": "linker map",
             }
         )
     return rows
@@ -224,6 +229,7 @@ def _arm_report(cluster: str, target: str, rows: list[dict[str, Any]]) -> None:
             for r in rows
         ],
     )
+    _module_table(rows)
     for r in rows:
         cached = "" if r["rebuilt"] else " (cached)"
         terminal.out().print(f"{r['name']}: {r['image']}{cached}", markup=False, highlight=False)
@@ -246,3 +252,28 @@ def _arm_report(cluster: str, target: str, rows: list[dict[str, Any]]) -> None:
                 markup=False,
                 highlight=False,
             )
+
+
+def _module_table(rows: list[dict[str, Any]]) -> None:
+    """Flash and SRAM per module and node, from the linker maps: where the bytes go."""
+    hb = terminal.human_bytes
+    modules: list[str] = []
+    for r in rows:
+        modules += [m["module"] for m in r["modules"] if m["module"] not in modules]
+    sizes = {r["name"]: {m["module"]: m for m in r["modules"]} for r in rows}
+
+    def cell(node: str, module: str) -> str:
+        m = sizes[node].get(module)
+        if m is None:
+            return "-"
+        return (
+            f"{hb(m['flash_bytes'])} / {hb(m['sram_bytes'])}"
+            if m["sram_bytes"]
+            else hb(m["flash_bytes"])
+        )
+
+    terminal.table(
+        "flash / SRAM by module (linker map; the stack and the arena apart)",
+        ["module", *(r["name"] for r in rows)],
+        [(module, *(cell(r["name"], module) for r in rows)) for module in modules],
+    )

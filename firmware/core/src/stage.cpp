@@ -9,7 +9,7 @@ namespace nmcm {
 Status Stage::load(const uint8_t* blob, size_t len, uint8_t* arena, size_t arena_capacity,
                    const StageExpect* expect) {
   loaded_ = false;
-  seeded_slot_ = -1;
+  seeded_slot_plus_one_ = 0;
   if (arena == nullptr || reinterpret_cast<uintptr_t>(arena) % kArenaAlign != 0) {
     return error(StatusCode::kInvalidArgument, "arena is missing or not 16-byte aligned");
   }
@@ -145,7 +145,7 @@ Status Stage::loss_backward_seed(uint32_t slot, uint32_t n, uint32_t batch_total
     backward_from_ = static_cast<int32_t>(last);
   }
   notify(StagePhase::kLoss, 0, n, true);
-  seeded_slot_ = static_cast<int32_t>(slot);
+  seeded_slot_plus_one_ = slot + 1;
   if (result) *result = r;
   return ok_status();
 }
@@ -154,11 +154,11 @@ Status Stage::backward(uint32_t slot, uint32_t n) {
   NMCM_RETURN_IF_ERROR(check_call(slot, n));
   int32_t from = static_cast<int32_t>(layer_count()) - 1;
   if (is_last()) {
-    if (seeded_slot_ != static_cast<int32_t>(slot)) {
+    if (seeded_slot_plus_one_ != slot + 1) {
       return error(StatusCode::kBadState, "backward on the last stage needs loss_backward_seed");
     }
     from = backward_from_;
-    seeded_slot_ = -1;
+    seeded_slot_plus_one_ = 0;
   }
   for (int32_t i = from; i >= 0; --i) {
     const LayerArgs a = args(static_cast<uint32_t>(i), slot, n);

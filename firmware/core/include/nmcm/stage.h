@@ -105,9 +105,11 @@ class Stage {
   const LayerKernel* kernels_[kMaxLayers] = {};
   uint8_t* arena_ = nullptr;
   bool loaded_ = false;
-  // Last stage: the slot whose gradient seed is waiting for backward (-1: none), and the layer
-  // backward starts from (the layer before a fused softmax).
-  int32_t seeded_slot_ = -1;
+  // Last stage: the slot whose gradient seed is waiting for backward, plus one (0: none), and the
+  // layer backward starts from (the layer before a fused softmax). Every member starts at zero,
+  // so a static Stage is all .bss: one with a non-zero initial value would put the whole object
+  // (its layout tables) in .data, in flash as well as in SRAM.
+  uint32_t seeded_slot_plus_one_ = 0;
   int32_t backward_from_ = 0;
   StageProbe probe_ = nullptr;
   void* probe_context_ = nullptr;
