@@ -202,7 +202,7 @@ DecodeEvent Node::route(Connection& c) {
   switch (c.decoder.header().type) {
     case MsgType::kError:
       c.sink = Sink::kReason;
-      return c.decoder.accept_payload(c.reason, net::kMaxErrorText);
+      return c.decoder.accept_payload(c.text, net::kMaxErrorText);
     case MsgType::kInputs:
     case MsgType::kLabels:
     case MsgType::kActivations:
@@ -222,23 +222,23 @@ DecodeEvent Node::discard(Connection& c, ErrorCode code, uint32_t detail, const 
   c.sink = Sink::kDiscard;
   c.refusal = code;
   c.refusal_detail = detail;
-  copy_text(c.refusal_text, sizeof c.refusal_text, reason);
+  copy_text(c.text, sizeof c.text, reason);
   return c.decoder.skip_payload();
 }
 
 void Node::dispatch(Connection& c) {
   const FrameHeader& h = c.decoder.header();
   if (c.refusal != ErrorCode::kNone) {
-    refuse(c, c.refusal, c.refusal_detail, c.refusal_text, meta_of(h));
+    refuse(c, c.refusal, c.refusal_detail, c.text, meta_of(h));
     return;
   }
   if (h.type == MsgType::kError) {
-    c.reason[c.sink == Sink::kReason ? c.decoder.data_size() : 0] = '\0';
+    c.text[c.sink == Sink::kReason ? c.decoder.data_size() : 0] = '\0';
     net::ErrorHead head{};
     net::decode(c.decoder.fixed(), &head);
     Text line;
     line.s(peer_name(c)).s(" reported ").s(net::error_name(head.code)).s(" (");
-    line.u(head.detail).s("): ").quoted(c.reason);
+    line.u(head.detail).s("): ").quoted(c.text);
     log(line.c_str());
     // A BUSY or TIMEOUT from downstream during the handshake passes (its old connection from us
     // is still being closed); anything else there will not fix itself: stop trying until asked.

@@ -158,8 +158,10 @@ class Node {
     // (the receiver's own checks come after check 11).
     net::ErrorCode refusal = net::ErrorCode::kNone;
     uint32_t refusal_detail = 0;
-    char refusal_text[net::kMaxErrorText + 1] = {};
-    char reason[net::kMaxErrorText + 1] = {};  // text of an ERROR from the peer
+    // The text of the frame being received: the reason of an ERROR from the peer (sink kReason),
+    // or that of the refusal decided for it. Both live from route() to dispatch() of one frame,
+    // and a frame is one or the other, so they share the buffer.
+    char text[net::kMaxErrorText + 1] = {};
     bool open() const { return transport != nullptr; }
   };
 
