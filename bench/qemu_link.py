@@ -92,20 +92,25 @@ def echo(connection: socket.socket, payload: bytes) -> float:
     return seconds
 
 
-def host_link(machine: str, elf: Path, payload: bytes) -> float:
-    port = free_port()
-    link = Path(tempfile.mkdtemp(prefix="nmcm-link-"))
-    command = [sys.executable, str(RELAY), "--link", str(link), "--listen", f"0:{port}", "--"]
-    command += qemu(machine, elf, "link-echo", f"bytes={len(payload)}", f"link={link}")
+def timed_echo(command: list[str], port: int, payload: bytes, done: str) -> float:
+    """Runs the echoing image, times the echo through ``port``, checks the image's last word."""
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as p:
         with connect(port, time.monotonic() + 20) as connection:
             seconds = echo(connection, payload)
         output, _ = p.communicate(timeout=30)
-    if p.returncode != 0 or f"link echo ok {len(payload)}" not in output:
-        raise SystemExit(f"the link echo failed: {output[-2000:]}")
+    if p.returncode != 0 or f"{done} {len(payload)}" not in output:
+        raise SystemExit(f"{done!r} missing: {output[-2000:]}")
     return seconds
+
+
+def host_link(machine: str, elf: Path, payload: bytes) -> float:
+    port = free_port()
+    link = Path(tempfile.mkdtemp(prefix="nmcm-link-"))
+    command = [sys.executable, str(RELAY), "--link", str(link), "--listen", f"0:{port}", "--"]
+    command += qemu(machine, elf, "link-echo", f"bytes={len(payload)}", f"link={link}")
+    return timed_echo(command, port, payload, "link echo ok")
 
 
 def uart(machine: str, elf: Path, payload: bytes) -> float:
@@ -113,15 +118,7 @@ def uart(machine: str, elf: Path, payload: bytes) -> float:
     chardev = f"socket,id=link,host=127.0.0.1,port={port},server=on,wait=off"
     serial = ["-serial", "null", "-chardev", chardev, "-serial", "chardev:link"]
     command = qemu(machine, elf, "uart-stream", f"bytes={len(payload)}", serial=serial)
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as p:
-        with connect(port, time.monotonic() + 20) as connection:
-            seconds = echo(connection, payload)
-        output, _ = p.communicate(timeout=30)
-    if p.returncode != 0 or f"uart echo ok {len(payload)}" not in output:
-        raise SystemExit(f"the UART echo failed: {output[-2000:]}")
-    return seconds
+    return timed_echo(command, port, payload, "uart echo ok")
 
 
 def main() -> None:
