@@ -24,6 +24,7 @@ from nmcm_deploy.cli import (
     status,
     study,
     validate,
+    version,
 )
 from nmcm_deploy.errors import (
     EXIT_CHANGES,
@@ -77,6 +78,7 @@ apply.register(app)
 status.register(app)
 down.register(app)
 probes.register(app)
+version.register(app)
 
 
 def main() -> None:
