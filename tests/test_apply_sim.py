@@ -76,6 +76,13 @@ def test_apply_trains_then_reconciles_nothing(tmp_path: Path, state_dir: Path) -
         ("h7a3", "Synced", "Healthy"),
     ]
     assert cluster["job"]["status"] == "succeeded"
+    # Each node's log is named, and `nmcm logs` shows it: the node said the coordinator came.
+    for node in cluster["nodes"]:
+        assert Path(node["log"]).is_file()
+        logs = nmcm(state_dir, "logs", manifest, node["name"])
+        assert logs.code == 0, logs.output
+        assert logs.stdout == Path(node["log"]).read_text(errors="replace")
+        assert "coordinator connected" in logs.stdout
 
     # A new learning rate changes the job only: no node is rebuilt or restarted.
     manifest.write_text(manifest.read_text().replace("lr: 0.05", "lr: 0.02"))

@@ -19,6 +19,7 @@ from nmcm_deploy.cli import (
     down,
     estimate,
     export,
+    logs,
     plan,
     probes,
     status,
@@ -77,6 +78,7 @@ plan.register(app)
 apply.register(app)
 status.register(app)
 down.register(app)
+logs.register(app)
 probes.register(app)
 version.register(app)
 

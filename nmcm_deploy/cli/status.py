@@ -100,6 +100,8 @@ def _cluster_status(
             nodes.append(row)
             continue
         row.update(stage=record.stage, mcu=record.mcu, port=record.port, pid=record.pid)
+        if target in ("sim", "qemu"):
+            row["log"] = str(StateStore(name).log_path(node_name))  # `nmcm logs`
         answer = node_status(node_name, record, name) if of_node(record).alive(record) else None
         report = answer.report if answer is not None else None
         sync = Sync.OUT_OF_SYNC if removed else node_sync(node_name, record, want, report)

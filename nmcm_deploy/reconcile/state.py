@@ -111,6 +111,11 @@ class StateStore:
         self.dir = (root or state_root()) / cluster
         self.path = self.dir / "state.json"
 
+    def log_path(self, node: str) -> Path:
+        """A sim or QEMU node's log: the process's output, the firmware's log lines among it
+        (`nmcm logs`)."""
+        return self.dir / "logs" / f"{node}.log"
+
     def load(self) -> ClusterState:
         if not self.path.exists():
             return ClusterState(cluster=self.cluster)

@@ -87,10 +87,7 @@ def run_job(
     )
     store.save(state)
     # QEMU nodes log the instructions of every training step: this job's come after these marks.
-    logs = {
-        s.plan.node.name: qemu.log_path(store.dir, s.plan.node.name)
-        for s in prepared.cluster.stages
-    }
+    logs = {s.plan.node.name: store.log_path(s.plan.node.name) for s in prepared.cluster.stages}
     marks = {name: qemu.log_mark(log) for name, log in logs.items()}
     links: list[NodeLink] = []
     try:

@@ -133,11 +133,6 @@ def parse_profile(line: str) -> StepInstructions | None:
     )
 
 
-def log_path(cluster_dir: Path, node: str) -> Path:
-    """A node's log: QEMU's output, the firmware's semihosting log among it."""
-    return cluster_dir / "logs" / f"{node}.log"
-
-
 def log_mark(log: Path) -> int:
     """Where the log ends now: what a job writes comes after it."""
     return log.stat().st_size if log.exists() else 0
@@ -356,7 +351,7 @@ class QemuTarget:
                 f"starting {desired.name} under {QEMU} -M {machine} on "
                 f"{LOOPBACK}:{ports.coordinator}"
             )
-            log = log_path(prepared.store.dir, desired.name)
+            log = prepared.store.log_path(desired.name)
             owner = str(prepared.nodes_dir / desired.name)
             listened = [ports.coordinator, ports.observer]
             if ports.upstream is not None:

@@ -149,7 +149,7 @@ class SimTarget:
                     f"stopped {left}: {desired.name} left unrecorded by an interrupted apply"
                 )
             report.step(f"starting {desired.name} on {LOOPBACK}:{desired.port}")
-            log = prepared.store.dir / "logs" / f"{desired.name}.log"
+            log = prepared.store.log_path(desired.name)
             instance = ports.new_instance()
             pace = None
             if desired.sim_pace:
