@@ -90,7 +90,16 @@ def test_apply_trains_then_reconciles_nothing(tmp_path: Path, state_dir: Path) -
     assert plan.code == 2, plan.output
     assert [c["op"] for c in json.loads(plan.stdout)["changes"]] == ["train"]
 
-    assert nmcm(state_dir, "down", manifest).code == 0
+    down = nmcm(state_dir, "down", manifest, "-o", "json")
+    assert down.code == 0, down.output
+    stopped = json.loads(down.stdout)
+    assert (stopped["cluster"], stopped["stopped"], stopped["not_stopped"]) == (
+        "quick",
+        ["f413", "h7a3"],
+        [],
+    )
+    again = nmcm(state_dir, "down", manifest, "-o", "json")
+    assert again.code == 0 and json.loads(again.stdout)["stopped"] == []
     after = nmcm(state_dir, "status", manifest, "-o", "json")
     assert after.code == 1
     assert {n["health"] for n in json.loads(after.stdout)["clusters"][0]["nodes"]} == {"Missing"}
