@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,41 @@ def test_version() -> None:
     assert result.stdout.strip() == f"nmcm {__version__}"
 
 
-@pytest.mark.parametrize("command", ["validate", "export"])
+def commands() -> list[str]:
+    from nmcm_deploy.cli import app
+
+    return sorted(c.name for c in app.registered_commands if c.name)
+
+
+@pytest.mark.parametrize("command", commands())
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = run_nmcm(command, "--help")
     assert result.code == 0
-    assert "Example: nmcm " + command in result.stdout
+    assert any(f"{word} nmcm {command}" in result.stdout for word in ("Example:", "Examples:"))
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    """`nmcm --install-completion` installs what `--show-completion` prints; the script asks nmcm
+    itself for the words, as bash would."""
+    shown = run_nmcm("--show-completion", "bash")
+    assert shown.code == 0 and "_nmcm_completion" in shown.stdout
+
+    def complete(words: str) -> list[str]:
+        env = {"_NMCM_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(len(words.split()) - 1)
+        proc = subprocess.run(
+            [sys.executable, "-m", "nmcm_deploy"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("nmcm ap") == ["apply"]
+    assert set(complete("nmcm l")) == {"logs"}
+    assert "--output" in complete("nmcm status --o")
 
 
 def test_usage_errors_do_not_exit_2() -> None:

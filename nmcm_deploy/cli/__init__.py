@@ -43,7 +43,7 @@ app = typer.Typer(
     name="nmcm",
     help="Train PyTorch models on microcontrollers, alone or as a cluster, from a YAML manifest.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -88,7 +88,7 @@ def main() -> None:
     `plan --detailed-exitcode` ("changes"), so usage errors leave with 64 instead, and commands
     that mean "changes" raise ``ChangesPending`` rather than exiting 2 themselves."""
     try:
-        app()
+        app(prog_name="nmcm")  # also as `python -m nmcm_deploy`: help, usage and completion
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == EXIT_INTERRUPTED:  # Typer's answer to Ctrl-C: say so
