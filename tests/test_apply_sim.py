@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,3 +258,27 @@ def test_metrics_say_what_ran_window_and_micro_batches(
     report = (out / "report.md").read_text()
     assert "source: model" in report and "host clock" in report
     assert nmcm(state_dir, "down", manifest).code == 0
+
+
+def test_a_log_gets_a_heartbeat_between_epoch_lines(tmp_path: Path, state_dir: Path) -> None:
+    """Not a terminal (CI, a pipe): besides a line per epoch, a progress line at most every
+    NMCM_HEARTBEAT_S seconds of host clock (10 by default; 0 here: one per batch but the last)."""
+    manifest = write_manifest(tmp_path, name="heartbeat", stages=[("f413", 0, 5)], epochs=2)
+    env = {"NMCM_STATE_DIR": str(state_dir), "NMCM_HEARTBEAT_S": "0"}
+    result = run_nmcm("apply", manifest, env=env)
+    assert result.code == 0, result.output
+    # Batches count over the whole run, as the terminal's progress bar does.
+    beat = re.compile(r"^training: batch (\d+)/(\d+) \(epoch (\d+)/2\), \d+ s \[host clock\]$")
+    seen: list[tuple[int, int | None]] = []
+    totals = set()
+    for line in result.stderr.splitlines():
+        if (m := beat.match(line)) is not None:
+            totals.add(int(m.group(2)))
+            seen.append((int(m.group(3)), int(m.group(1))))
+        elif (e := re.match(r"^epoch (\d+)/2: loss ", line)) is not None:
+            seen.append((int(e.group(1)), None))
+    (batches,) = totals
+    per_epoch = batches // 2
+    expected: list[tuple[int, int | None]] = [(1, b) for b in range(1, per_epoch + 1)]
+    expected += [(1, None)] + [(2, b) for b in range(per_epoch + 1, batches)] + [(2, None)]
+    assert seen == expected, result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,17 +119,43 @@ def _epoch_line(e: EpochResult, total: int) -> str:
     )
 
 
+HEARTBEAT_S = 10.0
+
+
+def heartbeat_seconds() -> float:
+    """Seconds between two progress lines in a non-interactive log (``NMCM_HEARTBEAT_S``)."""
+    try:
+        return max(0.0, float(os.environ.get("NMCM_HEARTBEAT_S", HEARTBEAT_S)))
+    except ValueError:
+        return HEARTBEAT_S
+
+
 def _train(prepared: Prepared, state: ClusterState, artifacts: Path, quiet: bool) -> RunSummary:
     from nmcm_deploy.reconcile.train import run_job
 
     total = prepared.manifest.training.epochs
-    if quiet or not terminal.interactive():
+    if quiet:
+        return run_job(prepared, state, artifacts)
+    if not terminal.interactive():
+        # A log (CI, a pipe): a line per epoch, and a heartbeat between them so that a long
+        # epoch (QEMU, boards) never leaves the log silent for minutes.
+        every = heartbeat_seconds()
+        start = last = time.monotonic()
 
         def on_epoch(e: EpochResult) -> None:
-            if not quiet:
-                terminal.info(_epoch_line(e, total))
+            terminal.info(_epoch_line(e, total))
 
-        return run_job(prepared, state, artifacts, on_epoch=on_epoch)
+        def heartbeat(epoch: int, done: int, batches: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= every and done < batches:
+                last = now
+                terminal.info(
+                    f"training: batch {done}/{batches} (epoch {epoch}/{total}), "
+                    f"{now - start:.0f} s [host clock]"
+                )
+
+        return run_job(prepared, state, artifacts, on_epoch=on_epoch, on_batch=heartbeat)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
