@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from nmcm_deploy.compiler.cluster import build_model
 from nmcm_deploy.manifest import load_manifest
@@ -89,7 +90,34 @@ def test_apply_trains_then_reconciles_nothing(tmp_path: Path, state_dir: Path) -
     manifest.write_text(manifest.read_text().replace("lr: 0.05", "lr: 0.02"))
     plan = nmcm(state_dir, "plan", manifest, "--detailed-exitcode", "-o", "json")
     assert plan.code == 2, plan.output
-    assert [c["op"] for c in json.loads(plan.stdout)["changes"]] == ["train"]
+    planned = json.loads(plan.stdout)
+    assert [c["op"] for c in planned["changes"]] == ["train"]
+    # In the manifest's terms: the field, before and after; no node's memory moves.
+    assert planned["fields"] == [
+        {"path": "spec.training.optimizer.lr", "kind": "changed", "before": 0.05, "after": 0.02}
+    ]
+    assert planned["memory"] == []
+    assert "spec.training.optimizer.lr 0.05 → 0.02" in nmcm(state_dir, "plan", manifest).stdout
+    # Another split moves layers, and the memory each node needs with them.
+    resplit = yaml.safe_load(manifest.read_text())
+    resplit["spec"]["stages"][0]["layers"] = [0, 2]
+    resplit["spec"]["stages"][1]["layers"] = [3, 5]
+    other = tmp_path / "resplit.yaml"
+    other.write_text(yaml.safe_dump(resplit, sort_keys=False))
+    moved = json.loads(nmcm(state_dir, "plan", other, "-o", "json").stdout)
+    assert [f["path"] for f in moved["fields"]] == [
+        "spec.training.optimizer.lr",
+        "spec.stages[0].layers",
+        "spec.stages[1].layers",
+    ]
+    assert moved["fields"][1]["before"] == [0, 3] and moved["fields"][1]["after"] == [0, 2]
+    assert [m["node"] for m in moved["memory"]] == ["f413", "h7a3"]
+    for m in moved["memory"]:
+        assert m["sram_bytes"][0] > 0 and m["flash_bytes"][0] > 0
+        assert (m["sram_bytes"][0], m["flash_bytes"][0]) != (
+            m["sram_bytes"][1],
+            m["flash_bytes"][1],
+        )
 
     down = nmcm(state_dir, "down", manifest, "-o", "json")
     assert down.code == 0, down.output

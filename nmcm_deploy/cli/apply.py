@@ -79,6 +79,7 @@ def apply(
         if not (artifacts / "model.pt").exists() and not any(c.op is Op.TRAIN for c in changes):
             changes.append(Change(Op.TRAIN, reason=f"no artifacts in {artifacts}"))
         if not changes:
+            remember_spec(prepared, state)
             if quiet:
                 terminal.emit_json(_result(name, [], state.job.artifacts))
             else:
@@ -89,6 +90,7 @@ def apply(
             print_plan(name, prepared.target, changes)
         deploy_nodes(prepared, state, observed, changes, TerminalReporter(quiet))
         if not any(c.op is Op.TRAIN for c in changes):
+            remember_spec(prepared, state)
             if quiet:
                 terminal.emit_json(_result(name, changes, state.job.artifacts))
             else:
@@ -96,6 +98,7 @@ def apply(
             terminal.step_summary(plan_markdown(name, prepared.target, changes))
             return
         summary = _train(prepared, state, artifacts, quiet)
+        remember_spec(prepared, state)
 
     from nmcm_deploy.artifacts import report_markdown
 
@@ -105,6 +108,14 @@ def apply(
         print_summary(summary)
         terminal.success(f"artifacts in {artifacts}")
     terminal.step_summary(report_markdown(summary))
+
+
+def remember_spec(prepared: Prepared, state: ClusterState) -> None:
+    """The spec this apply finished with, for `plan` to name what changes next."""
+    from nmcm_deploy.reconcile.fields import as_data
+
+    state.spec = as_data(prepared.manifest.raw.get("spec", {}))
+    prepared.store.save(state)
 
 
 def _result(cluster: str, changes: list[Change], artifacts: str) -> dict[str, Any]:

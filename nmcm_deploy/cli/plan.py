@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from nmcm_deploy.errors import ChangesPending
 
 if TYPE_CHECKING:
     from nmcm_deploy.reconcile.desired import Change
+    from nmcm_deploy.reconcile.fields import FieldChange
+    from nmcm_deploy.reconcile.state import ClusterState
+    from nmcm_deploy.targets.base import Prepared
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +47,9 @@ def plan(
     from nmcm_deploy.reconcile.cluster import plan_changes, prepare
 
     prepared = prepare(file, target, sim_network=sim_network)
-    _, _, changes = plan_changes(prepared)
+    state, _, changes = plan_changes(prepared)
+    fields = manifest_changes(prepared, state)
+    memory = memory_changes(prepared, state)
     stages = [
         {"node": s.plan.node.name, "layers": [s.plan.first, s.plan.last]}
         for s in prepared.cluster.stages
@@ -64,6 +69,10 @@ def plan(
                 "micro_batches": training.micro_batches,
                 "micro_batches_auto": training.micro_batches_auto,
                 "changes": [c.as_dict() for c in changes],
+                # Since the last apply that finished: the manifest's fields, and what the
+                # compiler predicts each node takes (null before the first).
+                "fields": [f.as_dict() for f in fields] if state.spec else None,
+                "memory": memory,
             }
         )
     else:
@@ -80,9 +89,51 @@ def plan(
                 f"the counts 1 to {training.micro_batch_choices().stop - 1} that fit)"
             )
         print_plan(prepared.cluster.name, prepared.target, changes)
+        if fields:
+            terminal.line("changed in the manifest since the last apply:")
+            for f in fields:
+                terminal.line("  " + f.text())
+        for m in memory:
+            hb = terminal.human_bytes
+            (sram_before, sram_after), (flash_before, flash_after) = (
+                m["sram_bytes"],
+                m["flash_bytes"],
+            )
+            terminal.line(
+                f"  {m['node']}: SRAM {hb(sram_before)} → {hb(sram_after)}, flash "
+                f"{hb(flash_before)} → {hb(flash_after)} (the compiler's prediction)"
+            )
     terminal.step_summary(plan_markdown(prepared.cluster.name, prepared.target, changes))
     if changes and detailed_exitcode:
         raise ChangesPending()
+
+
+def manifest_changes(prepared: Prepared, state: ClusterState) -> list[FieldChange]:
+    """The fields of the manifest's spec that differ from the last apply that finished."""
+    from nmcm_deploy.reconcile.fields import as_data, changed_fields
+
+    if not state.spec:
+        return []
+    return changed_fields(state.spec, as_data(prepared.manifest.raw.get("spec", {})))
+
+
+def memory_changes(prepared: Prepared, state: ClusterState) -> list[dict[str, Any]]:
+    """Per node whose predicted SRAM or flash would change: [recorded, desired] of each."""
+    changed = []
+    for desired in prepared.desired.nodes:
+        recorded = state.nodes.get(desired.name)
+        if recorded is None or not (recorded.sram_bytes or recorded.flash_bytes):
+            continue
+        before = (recorded.sram_bytes, recorded.flash_bytes)
+        if before != (desired.sram_bytes, desired.flash_bytes):
+            changed.append(
+                {
+                    "node": desired.name,
+                    "sram_bytes": [recorded.sram_bytes, desired.sram_bytes],
+                    "flash_bytes": [recorded.flash_bytes, desired.flash_bytes],
+                }
+            )
+    return changed
 
 
 def describe(change: Change) -> str:

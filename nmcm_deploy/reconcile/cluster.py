@@ -111,6 +111,8 @@ def prepare(
             firmware_sha256=registry.target(target).firmware_key(s),
             sim_network=network,
             sim_pace=pace,
+            sram_bytes=s.plan.fit.sram_bytes,
+            flash_bytes=s.plan.fit.flash_bytes,
         )
         for s, pace in zip(cluster.stages, paces, strict=True)
     )

@@ -42,6 +42,10 @@ class DesiredNode:
     firmware_sha256: str
     sim_network: str = DEFAULT_SIM_NETWORK  # sim: how the node's network runs (--network)
     sim_pace: str = ""  # sim, spec.sim.pace: model: the node's pace table (--pace), else ""
+    # What the compiler predicts the node takes on its MCU (validate's figures), recorded with it
+    # so that `plan` can show what a change does to them.
+    sram_bytes: int = 0
+    flash_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ def recorded_node(
         host=host,
         observer_port=observer_port,
         model_hash=model_hash.hex(),
+        sram_bytes=desired.sram_bytes,
+        flash_bytes=desired.flash_bytes,
         instance=instance,
     )
 

@@ -47,6 +47,8 @@ class NodeState:
     observer_port: int = 0  # qemu: the observers' UART (targets/qemu.py); 0: ``port``
     model_hash: str = ""  # hex: what an observer says in HELLO (the node refuses other models)
     instance: int = 0  # sim/qemu: the number it was started with, which its HELLO_ACK carries
+    sram_bytes: int = 0  # the compiler's prediction for its MCU when it was deployed
+    flash_bytes: int = 0
 
 
 @dataclass
@@ -68,6 +70,9 @@ class ClusterState:
     target: str = ""
     nodes: dict[str, NodeState] = field(default_factory=dict)
     job: JobState = field(default_factory=JobState)
+    # The manifest's spec as of the last apply that finished: `plan` names the fields that
+    # changed since, in the manifest's own terms.
+    spec: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format_version": STATE_FORMAT, **asdict(self)}
@@ -84,6 +89,7 @@ class ClusterState:
             target=doc.get("target", ""),
             nodes={k: NodeState(**v) for k, v in doc.get("nodes", {}).items()},
             job=JobState(**doc.get("job", {})),
+            spec=doc.get("spec", {}),
         )
 
 
