@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nmcm_deploy.build.mapfile import module_of, module_sizes
+from nmcm_deploy.build.mapfile import BALANCE, module_of, module_sizes
 
 CORE = "core/libnmcm_core.a(conv2d.cpp.obj)"
 LIBC = "/usr/lib/arm-none-eabi/lib/thumb/v7e-m+fp/hard/libc_nano.a(lib_a-memcpy.o)"
@@ -39,7 +39,11 @@ Linker script and memory map
  *fill*         0x08000354        0x4
  .text.main     0x08000358       0x80 {APP}
 
-.rodata         0x080003d8       0x40
+.ARM.extab
+ *(.ARM.extab* .gnu.linkonce.armextab.*)
+
+.rodata
+                0x080003d8       0x40
  .rodata.nmcm_stage_blob
                 0x080003d8       0x30 {BLOB}
  .rodata._ZN4nmcm6kTableE
@@ -75,7 +79,15 @@ def test_sections_are_summed_per_module_and_kind(tmp_path: Path) -> None:
         "app (nmcm_node_board)",
         "stage blob",
         "port (nucleo_f413zh)",
+        BALANCE,
     }
+    # The rows add up to the output sections: the 4 bytes of fill in .text are the balance's.
+    balance = sizes[BALANCE]
+    assert (balance.text, balance.rodata, balance.data, balance.bss) == (4, 0, 0, 0)
+    rows = module_sizes(path)
+    assert sum(m.flash_bytes for m in rows) == 0x1D8 + 0x200 + 0x40 + 0x20
+    assert sum(m.sram_bytes for m in rows) == 0x20 + 0x30
+    assert rows[-1].module == BALANCE
     core = sizes["core (layers, stage, blob)"]
     # The discarded section and the debug information count for nothing.
     assert (core.text, core.rodata, core.data, core.bss) == (0x100, 0x10, 0, 0)
@@ -87,9 +99,22 @@ def test_sections_are_summed_per_module_and_kind(tmp_path: Path) -> None:
     assert (app.flash_bytes, app.sram_bytes) == (0x80 + 0x20, 0x20 + 0x28)
     assert sizes["stage blob"].rodata == 0x30
     assert sizes["port (nucleo_f413zh)"].text == 0x1D8
-    # Largest flash first.
-    flash = [m.flash_bytes for m in module_sizes(path)]
+    # Largest flash first, the balance last.
+    flash = [m.flash_bytes for m in rows[:-1]]
     assert flash == sorted(flash, reverse=True)
+
+
+def test_constants_merged_across_objects_make_a_negative_balance(tmp_path: Path) -> None:
+    """The linker keeps one copy of a string two objects both hold: their input sections say
+    more than the output section has, and the balance row gives the difference back."""
+    table = f" .rodata._ZN4nmcm6kTableE\n                0x08000408       0x10 {CORE}\n"
+    assert table in MAP
+    strings = f" .rodata.str1.4\n                0x08000418       0x18 {LIBC}\n"
+    path = tmp_path / "image.map"
+    path.write_text(MAP.replace(table, table + strings))
+    rows = module_sizes(path)
+    assert rows[-1].module == BALANCE and rows[-1].rodata == -0x18
+    assert sum(m.flash_bytes for m in rows) == 0x1D8 + 0x200 + 0x40 + 0x20
 
 
 @pytest.mark.parametrize(

@@ -313,7 +313,8 @@ def build_arm_node(
         **dict(sorted(overrides.items())),
     }
     if app == "node-board":  # first linked with the board's default stack, sized below
-        defines["NMCM_STACK_SIZE"] = ""
+        defines["NMCM_NODE_STACK_SIZE"] = ""
+        defines["NMCM_STACK_SIZE"] = ""  # the tree's other apps keep the board's default
     with build_lock(tree) as lock:
         if all(p.is_file() for p in files.values()):  # another nmcm built it while we waited
             return _image(key, app, mcu, board, files, rebuilt=False)
@@ -332,7 +333,7 @@ def build_arm_node(
             # again if that differs.
             reserve = reserve_bytes(report)
             if reserve is not None and _reserved_stack(built.with_suffix(".elf")) != reserve:
-                sized = {**defines, "NMCM_STACK_SIZE": str(reserve)}
+                sized = {**defines, "NMCM_NODE_STACK_SIZE": str(reserve)}
                 configure_and_build(tree, mcu, board, sized, spec.target, what, log, lock)
             atomic_write(out / STACK_REPORT, json.dumps(report.as_dict(), indent=1).encode())
         # The ELF last: its presence is what makes the cache entry complete.

@@ -24,6 +24,7 @@ _OUTPUT = re.compile(r"^(\.[\w.]+)\s+0x[0-9a-f]+\s+0x([0-9a-f]+)")
 _OUTPUT_ALONE = re.compile(r"^(\.[\w.]+)\s*$")
 _INPUT = re.compile(r"^ (\S+)?\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S.*?)\s*$")
 _INPUT_NAME = re.compile(r"^ (\.\S+|COMMON)\s*$")
+_WRAPPED_SIZE = re.compile(r"^\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s*$")
 _ARCHIVE = re.compile(r"lib([\w+]+?)\.a\(")
 
 # The framework's libraries (firmware/*/CMakeLists.txt) by what they are.
@@ -102,22 +103,45 @@ def _kind(output: str) -> str | None:
     return None
 
 
+# The last row: what the output sections hold beyond their input sections (alignment padding) or
+# short of them (string constants the linker merged across objects, counted in each object).
+BALANCE = "(padding, merged constants)"
+
+
 def module_sizes(map_file: Path) -> list[ModuleSize]:
     """Per module, the bytes of its input sections in the image's code, constants, .data and
-    .bss, largest flash first. Alignment padding between sections (``*fill*``) is nobody's."""
+    .bss, largest flash first; then the BALANCE row, so that the rows add up to the output
+    sections, as the ELF has them."""
     text = map_file.read_text(errors="replace")
     marker = text.find("Linker script and memory map")
     if marker < 0:
         raise ValueError(f"{map_file} is not a GNU ld map file")
     sizes: dict[str, dict[str, int]] = {}
+    outputs = dict.fromkeys(KINDS, 0)
     kind: str | None = None
+    wrapped: str | None = None
     pending: str | None = None
     for line in text[marker:].splitlines():
-        output = _OUTPUT.match(line) or _OUTPUT_ALONE.match(line)
+        output = _OUTPUT.match(line)
         if output is not None:
             kind = _kind(output.group(1))
+            if kind is not None:
+                outputs[kind] += int(output.group(2), 16)
             pending = None
             continue
+        alone = _OUTPUT_ALONE.match(line)
+        if alone is not None:
+            # An empty output section, or a name too long for its column: then its address and
+            # size follow on the next line.
+            kind = _kind(alone.group(1))
+            wrapped = kind
+            pending = None
+            continue
+        if wrapped is not None:
+            follows = _WRAPPED_SIZE.match(line)
+            if follows is not None:
+                outputs[wrapped] += int(follows.group(1), 16)
+            wrapped = None
         if kind is None:
             continue
         name = _INPUT_NAME.match(line)
@@ -136,4 +160,8 @@ def module_sizes(map_file: Path) -> list[ModuleSize]:
             per_kind = sizes.setdefault(module_of(placed.group(3)), dict.fromkeys(KINDS, 0))
             per_kind[kind] += size
     modules = [ModuleSize(module, **k) for module, k in sizes.items()]
-    return sorted(modules, key=lambda m: (-m.flash_bytes, -m.sram_bytes, m.module))
+    modules.sort(key=lambda m: (-m.flash_bytes, -m.sram_bytes, m.module))
+    balance = {k: outputs[k] - sum(per_kind[k] for per_kind in sizes.values()) for k in KINDS}
+    if any(balance.values()):
+        modules.append(ModuleSize(BALANCE, **balance))
+    return modules

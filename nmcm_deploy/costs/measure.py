@@ -642,11 +642,21 @@ def board_addresses(image: CalibrationImage) -> dict[str, int]:
     return found
 
 
+# What the calibration image takes of a board's SRAM besides the arena and its RAM log, where they
+# share a region (the F413; the H7A3 keeps its stack, .data and .bss in DTCM: reserve 0): it
+# keeps the board's default stack (16 KiB), which a node image does not (nmcm sizes a node's
+# stack from its call graph), so it needs more than the node's reserve.
+CALIBRATION_SRAM_RESERVE = 32 * 1024
+
+
 def board_entries(entries: Sequence[SuiteEntry], mcu_name: str) -> list[SuiteEntry]:
-    """The entries whose arena fits ``mcu_name`` beside the image itself (its runtime reserve
-    and the RAM log): a board has far less RAM than QEMU's machines."""
+    """The entries whose arena fits ``mcu_name`` beside the image itself (its own reserve and the
+    RAM log): a board has far less RAM than QEMU's machines."""
     profile = mcu(mcu_name)
-    budget = profile.sram_capacity - profile.runtime_sram_reserve - LOG_BYTES
+    reserve = profile.runtime_sram_reserve
+    if reserve:
+        reserve = max(reserve, CALIBRATION_SRAM_RESERVE)
+    budget = profile.sram_capacity - reserve - LOG_BYTES
     return [e for e in entries if entry_blob(e)[1] <= budget]
 
 

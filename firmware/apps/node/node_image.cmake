@@ -42,10 +42,13 @@ endfunction()
 
 function(nmcm_add_node_image target)
   cmake_parse_arguments(ARG "" "CONFIG_DIR;LIBRARY;HASH_SOURCE" "SOURCES" ${ARGN})
+  # The node's own stack size (nmcm sizes it from the image's call graph) applies to the node
+  # image only, not to the other apps of the same build tree.
   nmcm_add_firmware(${target}
     SOURCES ${NMCM_NODE_APP_DIR}/node_config.cpp ${NMCM_STAGE_BLOB_ASM} ${ARG_HASH_SOURCE}
             ${ARG_SOURCES}
-    LIBRARIES ${ARG_LIBRARY})
+    LIBRARIES ${ARG_LIBRARY}
+    STACK_SIZE "${NMCM_NODE_STACK_SIZE}")
   target_include_directories(${target} PRIVATE ${ARG_CONFIG_DIR})
   if(NMCM_FIRMWARE_HASH)
     if(NOT NMCM_FIRMWARE_HASH MATCHES "^[0-9a-fA-F]+$")
