@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,8 +24,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nmcm_deploy.targets.qemu import RELAY, emulator  # noqa: E402
+
 FIRMWARE = Path(os.environ.get("NMCM_FIRMWARE_DIR", ROOT / "firmware"))
-RELAY = ROOT / "nmcm_deploy" / "targets" / "qemu_relay.py"
 MACHINES = ("mps2-an386", "mps2-an500")
 TIMEOUT_S = 600
 
@@ -41,14 +43,13 @@ def build_smoke(directory: Path, machine: str) -> Path:
 
 
 def qemu(machine: str, elf: Path, *words: str, serial: list[str] | None = None) -> list[str]:
-    semihosting = ",".join(
-        ["enable=on", "target=native", f"arg={elf.name}", *map("arg={}".format, words)]
-    )
+    """The emulator as the qemu target runs it (targets/qemu.py), bounded by ``timeout``."""
     return [
-        "timeout", str(TIMEOUT_S), shutil.which("qemu-system-arm") or "qemu-system-arm",
-        "-M", machine, "-nographic", "-monitor", "none", "-icount", "shift=0,sleep=off",
-        "-semihosting-config", semihosting, *(serial or ["-serial", "null"]), "-kernel", str(elf),
-    ]  # fmt: skip
+        "timeout",
+        str(TIMEOUT_S),
+        *emulator(machine, elf, *words),
+        *(serial or ["-serial", "null"]),
+    ]
 
 
 def free_port() -> int:

@@ -114,8 +114,10 @@ def remember_spec(prepared: Prepared, state: ClusterState) -> None:
     """The spec this apply finished with, for `plan` to name what changes next."""
     from nmcm_deploy.reconcile.fields import as_data
 
-    state.spec = as_data(prepared.manifest.raw.get("spec", {}))
-    prepared.store.save(state)
+    spec = as_data(prepared.manifest.raw.get("spec", {}))
+    if spec != state.spec:  # a no-op apply writes nothing
+        state.spec = spec
+        prepared.store.save(state)
 
 
 def _result(cluster: str, changes: list[Change], artifacts: str) -> dict[str, Any]:

@@ -90,9 +90,8 @@ def logs(
         while True:
             for name, fh in handles.items():
                 chunk = pending[name] + fh.read().decode(errors="replace")
-                complete, _, rest = chunk.rpartition("\n")
-                pending[name] = rest
-                if complete or chunk.endswith("\n"):
+                complete, newline, pending[name] = chunk.rpartition("\n")
+                if newline:
                     _write(out, name if prefix else None, complete.split("\n"))
             out.flush()
             time.sleep(FOLLOW_POLL_S)

@@ -9,7 +9,6 @@ need (no torch): it answers in a fraction of a second.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from importlib import metadata
 from typing import Any
 
@@ -40,18 +39,17 @@ def register(app: typer.Typer) -> None:
 
 
 def tool_version(command: str) -> str | None:
-    """The first line of ``command --version``, or None if it is not on PATH or fails."""
-    path = shutil.which(command)
-    if path is None:
+    """The first line of ``command --version`` (the line build keys hold, build/sources.py), or
+    None if it is not on PATH or fails."""
+    from nmcm_deploy.build.sources import compiler_id
+    from nmcm_deploy.errors import BuildError
+
+    if shutil.which(command) is None:
         return None
     try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
+        return compiler_id(command)
+    except BuildError:
         return None
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[0].strip() if lines else path
 
 
 def package_version(name: str) -> str | None:

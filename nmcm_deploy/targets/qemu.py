@@ -164,14 +164,13 @@ def lifetime_s() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_LIFETIME_S
 
 
-def emulator(machine: str, elf: Path, *arguments: str, sleep: bool = False) -> list[str]:
+def emulator(machine: str, elf: Path, *arguments: str) -> list[str]:
     """qemu-system-arm running ``elf`` on QEMU's board ``machine`` with no devices attached: one
     instruction per nanosecond of virtual time (``-icount shift=0``), so that instruction counts
     are exact and the same on every run (firmware/apps/node-qemu/stage_stopwatch.h), and
     semihosting for the log and the exit status, with ``arguments`` as the words of the image's
-    command line after its name. ``sleep``: whether a core waiting in WFI leaves the host's CPU
-    to others (``sleep=on``) or skips virtual time ahead; no counted piece of work contains a
-    WFI, so the counts do not depend on it. Without its ``timeout`` wrapper."""
+    command line after its name. No image waits in WFI (a node waits in its host link), so
+    ``sleep=off``. Without its ``timeout`` wrapper."""
     words = ["enable=on", "target=native", f"arg={elf.name}", *(f"arg={a}" for a in arguments)]
     return [
         shutil.which(QEMU) or QEMU,
@@ -181,7 +180,7 @@ def emulator(machine: str, elf: Path, *arguments: str, sleep: bool = False) -> l
         "-monitor",
         "none",
         "-icount",
-        f"shift=0,sleep={'on' if sleep else 'off'}",
+        "shift=0,sleep=off",
         "-semihosting-config",
         ",".join(words),
         "-kernel",

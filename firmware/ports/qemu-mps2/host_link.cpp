@@ -108,8 +108,8 @@ std::size_t HostLink::read_some(unsigned stream_index, std::uint8_t* data, std::
 std::size_t HostLink::write_some(unsigned stream_index, const std::uint8_t* data, std::size_t n) {
   Stream& stream = streams_[stream_index];
   if (stream.credit == 0) poll(last_poll_moved_ ? 0 : kQuietPollMs);
-  std::size_t take = n < stream.credit ? n : stream.credit;
-  if (take > kMaxRecord) take = kMaxRecord;
+  // At most the credit, a u16: always within a DATA record's u16 length.
+  const std::size_t take = n < stream.credit ? n : stream.credit;
   if (take == 0) return 0;
   std::uint8_t header[kRecordHeader] = {kData, static_cast<std::uint8_t>(stream_index), 0, 0};
   put_u16(header + 2, take);

@@ -33,8 +33,6 @@ class HostLink {
   static constexpr unsigned kStreams = 4;
   // Bytes of one stream held on the node's side between the pipe and the node's reads.
   static constexpr std::size_t kBufferSize = 4096;
-  // The largest DATA record the node writes.
-  static constexpr std::size_t kMaxRecord = 0xFFFF;
 
   // Opens `<dir>/to-node` for reading and `<dir>/to-host` for writing; fatal() if either fails.
   void open(const char* dir);
